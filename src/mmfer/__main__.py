@@ -1,0 +1,3 @@
+from mmfer.cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""The `mmfer` command line. Each command is one stage; each stage reads the previous stage's files.
+
+Errors a user can fix print as one line (`error: file:line: what`) with exit code 2; `--debug` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from mmfer.errors import MmferError
+
+app = typer.Typer(
+    name="mmfer",
+    help="Multi-Modal Multi-Focus Emotion Recognition: emotion from what is said and how it is said.\n\n"
+         "Pipeline: corpus → prepare (features) → cv (train + evaluate) → report; predict/serve a model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+corpus_app = typer.Typer(help="Read and check a corpus (IEMOCAP release folder or CSV manifest).",
+                         no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+_state = {"debug": False}
+
+CORPUS_HELP = "Reader: 'iemocap' (a folder with Session1..5) or 'manifest' (a .csv). Default: detected."
+LABELS_HELP = ("Label policy: 4class (ang, hap+exc, neu, sad), 6class, all, a mapping 'a=x,b=y', or a "
+               "YAML/JSON mapping file. Default: 4class for IEMOCAP codes, else all.")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")):
+    _state["debug"] = debug
+
+
+@corpus_app.command("inspect")
+def corpus_inspect(
+    path: Path = typer.Argument(..., help="IEMOCAP_full_release folder or a CSV manifest."),
+    corpus: str = typer.Option(None, "--corpus", help=CORPUS_HELP),
+    labels: str = typer.Option(None, "--labels", help=LABELS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first malformed line."),
+) -> None:
+    """Summarise a corpus: utterances per label, session and speaker, and what was dropped and why."""
+    from mmfer.corpora import read_corpus
+    from mmfer.corpora.summary import render, summarize
+
+    c = read_corpus(path, corpus, labels, strict=strict)
+    if as_json:
+        typer.echo(json.dumps(summarize(c)))
+        for p in c.problems:
+            typer.echo(f"warning: {p}", err=True)
+    else:
+        typer.echo(render(c))
+
+
+def main() -> None:
+    try:
+        app()
+    except MmferError as err:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished work is kept; run the same command again to resume", err=True)
+        sys.exit(130)

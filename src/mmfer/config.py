@@ -1,0 +1,89 @@
+"""One configuration model for every stage (pydantic), read from YAML files under ``configs/``.
+
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mmfer.errors import MmferError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeatureConfig(_Strict):
+    acoustic: Literal["compare", "egemaps"] = "compare"
+    lexical: str = Field("minilm", description="'minilm', a local Hugging Face model folder, or a "
+                                                "GloVe/word2vec text vectors file")
+    workers: int = Field(0, ge=0, description="processes for extraction; 0 = all cores")
+    shard_size: int = Field(64, ge=1, description="utterances per resumable unit of work")
+
+
+class ModelConfig(_Strict):
+    hidden: int = Field(64, ge=1, description="LSTM units per direction")
+    layers: int = Field(1, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    pooling: Literal["attention", "mean", "last"] = "attention"
+    heads: int = Field(1, ge=1, description="attention heads ('multi-focus'); outputs concatenated")
+    attention_dim: int = Field(64, ge=1)
+    fusion_dim: int = Field(64, ge=1, description="GMU / concat hidden size")
+    frame_reduction: int = Field(3, ge=1, description="average k consecutive acoustic frames")
+    input_dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainConfig(_Strict):
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(6, ge=1, description="epochs without validation-UA gain before stopping")
+    clip: float = Field(1.0, gt=0)
+    class_weighted: bool = True
+    seed: int = 0
+    val_speakers: int = Field(2, ge=1, description="training speakers held out for model selection")
+    folds: int = Field(5, ge=2, description="speaker-grouped folds when the corpus has no sessions")
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda'")
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    init_from: dict[str, str] = Field(default_factory=dict, description="mmmf two-stage recipe: "
+                                      "{'audio': RUN_DIR, 'text': RUN_DIR} of trained unimodal runs")
+
+
+class CVConfig(_Strict):
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+class MmferConfig(_Strict):
+    features: FeatureConfig = FeatureConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> MmferConfig:
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise MmferError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise MmferError(f"{p}: not valid YAML ({err})") from None
+        if not isinstance(data, dict):
+            raise MmferError(f"{p}: the config must be a mapping of sections (features, model, train)")
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    try:
+        return MmferConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise MmferError(f"{path or 'config'}: {where}: {first['msg']}") from None
