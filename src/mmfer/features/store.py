@@ -1,0 +1,170 @@
+"""The feature store: computed once, read every epoch, never recomputed.
+
+Layout of a store folder::
+
+    store.json                 which feature sets are current, corpus bookkeeping
+    corpus.parquet             the corpus table (kept utterances)
+    errors.csv                 utterances skipped by extraction, with the reason
+    <kind>-<name>-<hash>/      one folder per feature kind and settings (a change of settings makes a
+        meta.json              new folder instead of mixing); written last: its presence = complete
+        data.npy               all frames of all utterances, contiguous [total, dim] (memory-mapped)
+        index.parquet          utt_id, offset, length
+        errors.csv
+        parts/shard-NNNNN.npz  only while extracting: finished units of work, the resume points
+
+No pickles anywhere: .npy, .npz without objects, Parquet, JSON, CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmfer.corpora import Corpus
+from mmfer.corpora import load as load_corpus
+from mmfer.errors import MmferError
+from mmfer.io import atomic_path, read_json, write_json
+
+STORE_VERSION = 1
+
+
+NOT_HASHED = {"source"}  # where a model lies on disk does not change what it computes (config_sha1 does)
+
+
+def settings_hash(settings: dict) -> str:
+    key = {k: v for k, v in settings.items() if k not in NOT_HASHED}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def feature_dir_name(settings: dict) -> str:
+    return f"{settings['kind']}-{settings['name']}-{settings_hash(settings)}".replace("/", "_")
+
+
+@dataclass
+class FeatureSet:
+    """Read side of one feature kind: O(1) access to one utterance's frames via the memory map."""
+
+    path: Path
+    meta: dict
+    data: np.ndarray           # memory-mapped [total, dim]
+    offsets: dict[str, tuple[int, int]]
+
+    @classmethod
+    def open(cls, path: Path) -> FeatureSet:
+        meta_file = path / "meta.json"
+        if not meta_file.is_file():
+            raise MmferError(f"{path}: feature set is incomplete (no meta.json); rerun `mmfer prepare` to finish it")
+        meta = read_json(meta_file)
+        index = pd.read_parquet(path / "index.parquet")
+        data = np.load(path / "data.npy", mmap_mode="r")
+        offsets = dict(zip(index["utt_id"], zip(index["offset"].tolist(), index["length"].tolist())))
+        return cls(path, meta, data, offsets)
+
+    @property
+    def dim(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.offsets)
+
+    def __contains__(self, utt_id: str) -> bool:
+        return utt_id in self.offsets
+
+    def length(self, utt_id: str) -> int:
+        return self.offsets[utt_id][1]
+
+    def get(self, utt_id: str) -> np.ndarray:
+        """[length, dim] float32 copy of one utterance (reads only its own rows from disk)."""
+        off, n = self.offsets[utt_id]
+        return np.asarray(self.data[off:off + n], dtype=np.float32)
+
+
+class FeatureStore:
+    """A prepared store: corpus table plus one :class:`FeatureSet` per modality."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser().resolve()
+        manifest = self.path / "store.json"
+        if not manifest.is_file():
+            raise MmferError(f"{self.path} is not a finished feature store (no store.json); "
+                             "create it with: mmfer prepare CORPUS --out STORE")
+        self.manifest = read_json(manifest)
+        self.corpus: Corpus = load_corpus(self.path / "corpus.parquet")
+        self.features = {kind: FeatureSet.open(self.path / folder)
+                         for kind, folder in self.manifest["features"].items()}
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple("audio" if k == "acoustic" else "text" for k in self.features)
+
+    def usable_ids(self, kinds: list[str]) -> list[str]:
+        """Utterances that have every requested feature kind (extraction errors are left out)."""
+        ids = self.corpus.table["utt_id"].tolist()
+        return [u for u in ids if all(u in self.features[k] for k in kinds)]
+
+
+# ---------------------------------------------------------------- write side
+
+def shard_path(folder: Path, k: int) -> Path:
+    return folder / "parts" / f"shard-{k:05d}.npz"
+
+
+def write_shard(path: Path, ids: list[str], arrays: list[np.ndarray | None], errors: dict[str, str],
+                dtype: str) -> None:
+    """One finished unit of work, atomically; ``None`` entries are the failed utterances."""
+    ok = [(u, a) for u, a in zip(ids, arrays) if a is not None]
+    dim = next((a.shape[1] for _, a in ok), 0)
+    data = np.concatenate([a for _, a in ok]).astype(dtype) if ok else np.zeros((0, dim), dtype)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, data=data, lengths=np.array([len(a) for _, a in ok], np.int64),
+                 ids=np.array([u for u, _ in ok], dtype=str),
+                 err_ids=np.array(list(errors), dtype=str), err_reasons=np.array(list(errors.values()), dtype=str))
+
+
+def finalize(folder: Path, n_shards: int, settings: dict) -> dict:
+    """Merge the shards into one contiguous array + index, then write meta.json (the completion mark)."""
+    shards = []
+    for k in range(n_shards):
+        with np.load(shard_path(folder, k), allow_pickle=False) as z:
+            shards.append({key: z[key] for key in z.files})
+    total = int(sum(s["lengths"].sum() for s in shards))
+    dim = int(settings["dim"])
+    dtype = settings["dtype"]
+    with atomic_path(folder / "data.npy") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(total, dim))
+        pos = 0
+        rows = []
+        for s in shards:
+            n = len(s["data"])
+            out[pos:pos + n] = s["data"]
+            offs = pos + np.concatenate([[0], np.cumsum(s["lengths"])[:-1]]) if len(s["lengths"]) else []
+            rows += list(zip(s["ids"].tolist(), np.asarray(offs, np.int64).tolist(), s["lengths"].tolist()))
+            pos += n
+        out.flush()
+        del out
+    index = pd.DataFrame(rows, columns=["utt_id", "offset", "length"])
+    with atomic_path(folder / "index.parquet") as tmp:
+        index.to_parquet(tmp, index=False)
+    errors = [(u, r) for s in shards for u, r in zip(s["err_ids"].tolist(), s["err_reasons"].tolist())]
+    write_errors(folder / "errors.csv", [(u, settings["kind"], r) for u, r in errors])
+    meta = {"settings": settings, "hash": settings_hash(settings), "utterances": len(index),
+            "frames": total, "errors": len(errors), "complete": True, "store_version": STORE_VERSION}
+    write_json(folder / "meta.json", meta)
+    for k in range(n_shards):
+        shard_path(folder, k).unlink()
+    (folder / "parts").rmdir()
+    return meta
+
+
+def write_errors(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["utt_id", "stage", "reason"])
+        w.writerows(rows)

@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mmfer.errors import MmferError
+from mmfer.features import prepare as prep
+from mmfer.features.acoustic import AcousticExtractor
+from mmfer.features.audio import AudioError, load_audio
+from mmfer.features.lexical import StaticVectors, make_encoder
+from mmfer.features.store import FeatureStore
+
+
+def _tone(path: Path, seconds: float, sr: int = 16000, channels: int = 1) -> Path:
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 4 * t))
+    sf.write(path, np.stack([x] * channels, axis=1) if channels > 1 else x, sr)
+    return path
+
+
+@pytest.mark.parametrize("name, dim", [("compare", 65), ("egemaps", 25)])
+def test_acoustic_shapes_and_conversion(tmp_path: Path, name: str, dim: int):
+    ext = AcousticExtractor(name)
+    mono = ext(_tone(tmp_path / "a.wav", 1.0))
+    stereo = ext(_tone(tmp_path / "b.wav", 1.0, sr=44100, channels=2))
+    assert mono.shape[1] == dim and mono.dtype == np.float32
+    assert abs(len(mono) - 100) <= 6 and abs(len(stereo) - len(mono)) <= 1  # 10 ms frames, rate converted
+    assert np.isfinite(mono).all()
+
+
+def test_bad_audio_reasons(tmp_path: Path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "junk.wav").write_bytes(b"RIFF????WAVEjunkjunkjunk")
+    _tone(tmp_path / "short.wav", 0.05)
+    reasons = {}
+    for name in ("missing.wav", "empty.wav", "junk.wav", "short.wav"):
+        with pytest.raises(AudioError) as info:
+            load_audio(tmp_path / name)
+        reasons[name] = info.value.reason
+    assert reasons["missing.wav"] == "missing audio file" and reasons["empty.wav"] == "empty audio file"
+    assert reasons["junk.wav"].startswith("unreadable audio") and reasons["short.wav"].startswith("audio too short")
+
+
+def _digest(store: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
+            if p.is_file() and p.name not in ("corpus.parquet",)}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from iemocap_fixture import write_iemocap
+
+    root = write_iemocap(tmp_path_factory.mktemp("c"))
+    store = tmp_path_factory.mktemp("s") / "store"
+    prep.prepare(root, store, workers=2, shard_size=2, progress=False)
+    return root, store
+
+
+def test_store_reopens_and_loads_single_utterances(prepared):
+    root, store = prepared
+    fs = FeatureStore(store)
+    assert fs.modalities == ("audio", "text")
+    table = fs.corpus.table.set_index("utt_id")
+    ac, lx = fs.features["acoustic"], fs.features["lexical"]
+    assert ac.dim == 65 and lx.dim == 384 and lx.data.dtype == np.float16 and ac.data.dtype == np.float32
+    assert isinstance(ac.data, np.memmap)
+    for u in table.index:
+        dur = sf.info(table.loc[u, "audio"]).duration
+        assert abs(ac.length(u) - dur * 100) <= 6
+        assert lx.get(u).shape == (len(table.loc[u, "words"]), 384)  # one vector per word
+    again = FeatureStore(store)
+    u = "Ses01F_impro01_M000"
+    assert np.array_equal(again.features["acoustic"].get(u), ac.get(u))
+    # the stored frames are exactly what the extractor computes for that file
+    assert np.allclose(ac.get(u), AcousticExtractor("compare")(table.loc[u, "audio"]))
+
+
+def test_finished_prepare_is_a_noop(prepared):
+    root, store = prepared
+    def features():
+        return {p: p.stat().st_mtime_ns for p in store.glob("*-*/*") if p.is_file()}
+
+    before = features()
+    res = prep.prepare(root, store, progress=False)
+    assert sorted(res.reused) == ["acoustic", "lexical"]
+    assert len(before) == 8 and features() == before  # nothing re-extracted or rewritten
+
+
+def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, monkeypatch):
+    root, clean = prepared
+    store = tmp_path / "store"
+    calls = {"n": 0}
+    real = prep._acoustic_task
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the second shard
+        return real(*args)
+
+    monkeypatch.setattr(prep, "_acoustic_task", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(root, store, workers=1, shard_size=2, progress=False)
+    folder = next(store.glob("acoustic-*"))
+    assert not (folder / "meta.json").exists() and not (store / "store.json").exists()  # not complete
+    assert len(list((folder / "parts").glob("*.npz"))) == 1  # first shard kept
+    with pytest.raises(MmferError, match="not a finished feature store"):
+        FeatureStore(store)
+    monkeypatch.setattr(prep, "_acoustic_task", real)
+    done = []
+    monkeypatch.setattr(prep, "write_shard", lambda path, *a: (done.append(f"{path.parent.parent.name[:8]}/{path.name}"),
+                                                              real_write(path, *a)))
+    prep.prepare(root, store, workers=1, shard_size=2, progress=False)
+    assert [d for d in done if d.startswith("acoustic")] == ["acoustic/shard-00001.npz", "acoustic/shard-00002.npz"]
+    assert _digest(store) == _digest(clean)
+
+
+real_write = prep.write_shard
+
+
+def test_bad_audio_is_reported_not_fatal(tmp_path: Path):
+    from iemocap_fixture import write_iemocap
+
+    root = write_iemocap(tmp_path / "c")
+    wav = root / "Session1" / "sentences" / "wav" / "Ses01F_impro01"
+    (wav / "Ses01F_impro01_F000.wav").unlink()
+    (wav / "Ses01F_impro01_M000.wav").write_bytes(b"not audio at all")
+    res = prep.prepare(root, tmp_path / "s", workers=1, progress=False)
+    with (tmp_path / "s" / "errors.csv").open() as fh:
+        rows = {r["utt_id"]: (r["stage"], r["reason"]) for r in csv.DictReader(fh)}
+    assert rows["Ses01F_impro01_F000"] == ("acoustic", "missing audio file")
+    assert rows["Ses01F_impro01_M000"][1].startswith("unreadable audio")
+    assert len(res.errors) == 2
+    fs = FeatureStore(tmp_path / "s")
+    assert len(fs.usable_ids(["acoustic", "lexical"])) == 4 and len(fs.usable_ids(["lexical"])) == 6
+    with pytest.raises(MmferError, match="2 utterance\\(s\\) failed extraction"):
+        prep.prepare(root, tmp_path / "s", strict=True, progress=False)
+
+
+def test_changed_setting_builds_a_new_feature_set(prepared, tmp_path: Path):
+    root, _ = prepared
+    store = tmp_path / "s"
+    prep.prepare(root, store, workers=1, progress=False)
+    first = json.loads((store / "store.json").read_text())["features"]["acoustic"]
+    prep.prepare(root, store, acoustic="egemaps", workers=1, progress=False)
+    second = json.loads((store / "store.json").read_text())["features"]["acoustic"]
+    assert first != second and (store / first / "meta.json").is_file()
+    assert FeatureStore(store).features["acoustic"].dim == 25
+
+
+def test_transcript_only_manifest_has_no_acoustic_stage(tmp_path: Path):
+    (tmp_path / "m.csv").write_text("id,text,label,speaker\na,I am furious,ang,s1\nb,what a day,hap,s2\n")
+    vec = tmp_path / "glove.txt"
+    vec.write_text("i 1 0 0\nam 0 1 0\nfurious 0 0 1\n")
+    prep.prepare(tmp_path / "m.csv", tmp_path / "s", lexical=str(vec), progress=False)
+    fs = FeatureStore(tmp_path / "s")
+    assert list(fs.features) == ["lexical"] and fs.modalities == ("text",)
+    assert fs.features["lexical"].get("a").tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    assert fs.features["lexical"].get("b").tolist() == [[0, 0, 0]] * 3  # unknown words: zeros
+
+
+def test_minilm_word_vectors_average_their_pieces():
+    import torch
+
+    enc = make_encoder("minilm")
+    words = ["i", "don't", "know", "[laughter]"]
+    (vecs,) = enc.encode([words])
+    assert vecs.shape == (4, 384)
+    batch = enc.tokenizer([words], is_split_into_words=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = enc.model(**batch).last_hidden_state[0].numpy()
+    ids = batch.word_ids(0)
+    pieces = [k for k, w in enumerate(ids) if w == 1]
+    assert len(pieces) == 3  # don ' t
+    assert np.allclose(vecs[1], hidden[pieces].mean(axis=0), atol=1e-5)
+    long = [f"w{i}" for i in range(300)]  # longer than one encoder window
+    assert enc.encode([long])[0].shape == (300, 384)
+
+
+def test_lexical_errors(tmp_path: Path):
+    with pytest.raises(MmferError, match="never downloads models at run time"):
+        make_encoder("no-such-org/no-such-model")
+    bad = tmp_path / "v.txt"
+    bad.write_text("a 1 2\nb 1 x\n")
+    with pytest.raises(MmferError, match=r"v\.txt:2: not a vectors line"):
+        StaticVectors(bad)
