@@ -113,8 +113,8 @@ def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, mo
         FeatureStore(store)
     monkeypatch.setattr(prep, "_acoustic_task", real)
     done = []
-    monkeypatch.setattr(prep, "write_shard", lambda path, *a: (done.append(f"{path.parent.parent.name[:8]}/{path.name}"),
-                                                              real_write(path, *a)))
+    record = lambda path, *a: (done.append(f"{path.parent.parent.name[:8]}/{path.name}"), real_write(path, *a))  # noqa: E731
+    monkeypatch.setattr(prep, "write_shard", record)
     prep.prepare(root, store, workers=1, shard_size=2, progress=False)
     assert [d for d in done if d.startswith("acoustic")] == ["acoustic/shard-00001.npz", "acoustic/shard-00002.npz"]
     assert _digest(store) == _digest(clean)

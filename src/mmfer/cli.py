@@ -101,6 +101,37 @@ def prepare_cmd(
     typer.echo(f"feature store ready: {res.store}")
 
 
+MODEL_HELP = ("audio (acoustic BLSTM+attention), text (lexical BLSTM+attention), mmmf (both + GMU fusion), "
+              "concat or late (fusion baselines).")
+
+
+@app.command("cv")
+def cv_cmd(
+    store: Path = typer.Argument(..., help="Feature store made by `mmfer prepare`."),
+    model: str = typer.Option("mmmf", "--model", help=MODEL_HELP),
+    config: Path = typer.Option(None, "--config", help="YAML config (see configs/default.yaml)."),
+    out: Path = typer.Option(..., "--out", help="Run folder; an interrupted run resumes at the next fold."),
+    pooling: str = typer.Option(None, "--pooling", help="Override model.pooling: attention, mean or last."),
+    seed: int = typer.Option(None, "--seed", help="Override train.seed."),
+    max_epochs: int = typer.Option(None, "--max-epochs", min=1, help="Override train.max_epochs."),
+) -> None:
+    """Leave-one-session-out cross-validation (validation speakers pick the epoch; test fold untouched)."""
+    from mmfer.config import load_config
+    from mmfer.training.cv import run_cv, table
+
+    overrides: dict = {"model": {}, "train": {}}
+    if pooling:
+        overrides["model"]["pooling"] = pooling
+    if seed is not None:
+        overrides["train"]["seed"] = seed
+    if max_epochs:
+        overrides["train"]["max_epochs"] = max_epochs
+    cfg = load_config(config, overrides)
+    summary = run_cv(store, model, cfg, out, echo=typer.echo)
+    typer.echo("\n" + table([summary]))
+    typer.echo(f"\nrun written to {Path(out).resolve()}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,1 @@
+"""Training one fold, and speaker-independent cross-validation over folds."""

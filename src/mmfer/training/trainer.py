@@ -1,0 +1,199 @@
+"""Train one fold: early stopping on validation UA, then one look at the test speakers."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mmfer.config import MmferConfig
+from mmfer.data import Normalizer, UtteranceSet, fit_normalizers
+from mmfer.features.store import FeatureStore
+from mmfer.io import atomic_path, write_json
+from mmfer.models import EmotionModel, build_model, kinds_of
+from mmfer.models.nets import MODALITY
+from mmfer.training.folds import Fold
+from mmfer.training.metrics import scores
+
+CHECKPOINT_FORMAT = 1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def pick_device(pref: str) -> torch.device:
+    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, amp: str):
+    if device.type != "cuda" or amp == "off":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@dataclass
+class FoldResult:
+    metrics: dict
+    predictions: pd.DataFrame
+
+
+def class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=n).astype(float)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+@torch.no_grad()
+def infer(model: EmotionModel, data: UtteranceSet, device: torch.device, batch_size: int = 64) -> dict:
+    """Probabilities, per-kind attention (mean over heads, real steps only) and gate, in ``data`` order."""
+    model.eval()
+    pos = {u: i for i, u in enumerate(data.ids)}
+    n = len(data)
+    probs = np.zeros((n, model.classifier.out_features if hasattr(model, "classifier")
+                      else next(iter(model.heads.values())).out_features), np.float32)
+    attention = {k: [None] * n for k in model.kinds}
+    gate = np.full(n, np.nan, np.float32)
+    loss_sum = 0.0
+    for batch in data.batches(batch_size):
+        batch = batch.to(device)
+        out = model(batch.inputs, batch.lengths)
+        logits = out["logits"].float()
+        loss_sum += nn.functional.cross_entropy(logits, batch.labels, reduction="sum").item()
+        p = torch.softmax(logits, dim=-1).cpu().numpy()
+        for j, u in enumerate(batch.ids):
+            i = pos[u]
+            probs[i] = p[j]
+            for k in model.kinds:
+                length = int(batch.lengths[k][j])
+                attention[k][i] = out["attention"][k][j, :, :length].mean(0).float().cpu().numpy()
+            if "gate" in out:
+                gate[i] = float(out["gate"][j])
+    return {"probs": probs, "attention": attention, "gate": gate, "loss": loss_sum / max(n, 1)}
+
+
+def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig, classes: list[str],
+               out_dir: Path, progress: bool = True) -> FoldResult:
+    kinds = list(kinds_of(model_name))
+    store.corpus.require([MODALITY[k] for k in kinds], f"model '{model_name}'")
+    usable = set(store.usable_ids(kinds))
+    train_ids = [u for u in fold.train if u in usable]
+    val_ids = [u for u in fold.val if u in usable]
+    test_ids = [u for u in fold.test if u in usable]
+    tc, mc = cfg.train, cfg.model
+    seed_everything(tc.seed + fold.index)
+    torch.set_num_threads(tc.threads or os.cpu_count() or 1)
+    device = pick_device(tc.device)
+    norms = fit_normalizers(store, train_ids, kinds)  # training part only: no peeking at val/test
+    sets = {name: UtteranceSet.from_store(store, ids, classes, kinds, norms, mc.frame_reduction)
+            for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids))}
+    dims = {k: store.features[k].dim for k in kinds}
+    model = build_model(model_name, dims, len(classes), mc).to(device)
+    if tc.init_from:
+        init_encoders(model, tc.init_from, fold.index)
+    weights = class_weights(sets["train"].labels, len(classes)) if tc.class_weighted else None
+    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    best = {"ua": -1.0, "loss": float("inf"), "epoch": 0, "state": None}
+    history = []
+    bar = tqdm(range(1, tc.max_epochs + 1), desc=f"{model_name} fold {fold.name}", unit="ep",
+               disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for batch in sets["train"].batches(tc.batch_size, shuffle=True, seed=tc.seed * 1000 + epoch):
+            batch = batch.to(device)
+            with autocast(device, tc.amp):
+                logits = model(batch.inputs, batch.lengths)["logits"]
+            loss = loss_fn(logits.float(), batch.labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+            opt.step()
+            total += loss.item() * len(batch.ids)
+            count += len(batch.ids)
+        val = infer(model, sets["val"], device)
+        val_scores = scores(sets["val"].labels, val["probs"].argmax(1), len(classes))
+        history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val["loss"],
+                        "val_ua": val_scores["ua"], "val_wa": val_scores["wa"]})
+        bar.set_postfix(loss=f"{total / max(count, 1):.3f}", val_ua=f"{val_scores['ua']:.3f}")
+        if (val_scores["ua"], -val["loss"]) > (best["ua"], -best["loss"]):
+            best = {"ua": val_scores["ua"], "loss": val["loss"], "epoch": epoch,
+                    "state": copy.deepcopy(model.state_dict())}
+        elif epoch - best["epoch"] >= tc.patience:
+            break
+    bar.close()
+    model.load_state_dict(best["state"])
+    test = infer(model, sets["test"], device)
+    pred = test["probs"].argmax(1)
+    result = scores(sets["test"].labels, pred, len(classes))
+    metrics = {"fold": fold.name, "test": fold.name, "test_speakers": fold.test_speakers,
+               "val_speakers": fold.val_speakers, "n_train": len(train_ids), "n_val": len(val_ids),
+               "n_test": len(test_ids), "best_epoch": best["epoch"], "val_ua": best["ua"], "classes": classes,
+               **result, "history": history}
+    predictions = pd.DataFrame({
+        "utt_id": test_ids, "fold": fold.name,
+        "true": [classes[i] for i in sets["test"].labels], "pred": [classes[i] for i in pred],
+        "probs": [p.tolist() for p in test["probs"]],
+        "audio_attention": [a.tolist() for a in test["attention"]["acoustic"]] if "acoustic" in kinds
+        else [None] * len(test_ids),
+        "text_attention": [a.tolist() for a in test["attention"]["lexical"]] if "lexical" in kinds
+        else [None] * len(test_ids),
+        "gate": test["gate"],
+    })
+    save_checkpoint(out_dir / "model.pt", model, model_name, cfg, classes, dims, norms, store)
+    with atomic_path(out_dir / "predictions.parquet") as tmp:
+        predictions.to_parquet(tmp, index=False)
+    write_json(out_dir / "metrics.json", metrics)  # written last: its presence marks the fold as done
+    return FoldResult(metrics, predictions)
+
+
+def save_checkpoint(path: Path, model: EmotionModel, name: str, cfg: MmferConfig, classes: list[str],
+                    dims: dict[str, int], norms: dict[str, Normalizer], store: FeatureStore) -> None:
+    ckpt = {
+        "format": CHECKPOINT_FORMAT, "model": name, "model_config": cfg.model.model_dump(), "classes": classes,
+        "dims": dims, "kinds": list(model.kinds), "norms": {k: n.to_dict() for k, n in norms.items()},
+        "features": {k: store.features[k].meta["settings"] for k in model.kinds},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_checkpoint(path: Path) -> tuple[EmotionModel, dict]:
+    from mmfer.config import ModelConfig
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(ckpt["model"], ckpt["dims"], len(ckpt["classes"]), ModelConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt
+
+
+def init_encoders(model: EmotionModel, init_from: dict[str, str], fold_index: int) -> None:
+    """Two-stage recipe: start mmmf's encoders from trained unimodal runs of the same fold."""
+    from mmfer.errors import MmferError
+
+    for modality, run_dir in init_from.items():
+        kind = {"audio": "acoustic", "text": "lexical"}.get(modality)
+        if kind not in model.encoders:
+            raise MmferError(f"init_from: model '{model.name}' has no {modality!r} encoder")
+        ckpt = Path(run_dir) / f"fold-{fold_index + 1}" / "model.pt"
+        if not ckpt.is_file():
+            raise MmferError(f"init_from: {ckpt} not found (train that unimodal run first)")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        prefix = f"encoders.{kind}."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        model.encoders[kind].load_state_dict(sub)
