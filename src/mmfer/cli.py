@@ -132,6 +132,35 @@ def cv_cmd(
     typer.echo(f"\nrun written to {Path(out).resolve()}")
 
 
+@app.command("report")
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="cv run folder(s), or a folder holding several (e.g. runs/)."),
+    out: Path = typer.Option(None, "--out", help="Report folder (default: RUN/report, or RUNS/report)."),
+    store: Path = typer.Option(None, "--store", help="Feature store (default: the one the run was trained on)."),
+) -> None:
+    """Write a self-contained HTML report: results, confusion matrices, modality gate, attention pictures."""
+    from mmfer.analysis.report import build_report
+
+    path = build_report(runs, out or (runs[0] / "report"), store=store)
+    typer.echo(f"report written: {path}")
+
+
+@app.command("quickstart")
+def quickstart_cmd(
+    out: Path = typer.Option(Path("mmfer-quickstart"), "--out", help="Folder for corpus, store, runs, report."),
+    per_speaker: int = typer.Option(60, "--per-speaker", min=7, help="Sample-corpus size (10 speakers)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the corpus and of training."),
+    config: Path = typer.Option(None, "--config", help="YAML config for features/model/training."),
+) -> None:
+    """Run everything on the embedded sample corpus: synthesise, extract, cross-validate audio, text and
+    mmmf, compare, report. Re-running reuses every finished stage."""
+    from mmfer.config import load_config
+    from mmfer.quickstart import quickstart
+
+    cfg = load_config(config, {"train": {"seed": seed}})
+    quickstart(out, per_speaker=per_speaker, seed=seed, cfg=cfg, echo=typer.echo)
+
+
 def main() -> None:
     try:
         app()

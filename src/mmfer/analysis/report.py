@@ -1,0 +1,202 @@
+"""`mmfer report`: one self-contained HTML page (images embedded) from one or more cv runs."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mmfer.analysis import plots
+from mmfer.errors import MmferError
+from mmfer.io import read_json, write_text
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.9em}td,th{padding:.3em .8em;border-bottom:1px solid #eee;text-align:right}
+th:first-child,td:first-child{text-align:left}.grid{display:flex;flex-wrap:wrap;gap:1em}
+.card{border:1px solid #e3e3e3;border-radius:6px;padding:.8em;margin:1em 0}.muted{color:#777;font-size:.85em}
+img{max-width:100%}"""
+
+
+class Run:
+    """A finished cv run folder, read once."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not (self.path / "summary.json").is_file():
+            raise MmferError(f"{self.path} is not a finished cv run (no summary.json); run or resume `mmfer cv`")
+        self.summary = read_json(self.path / "summary.json")
+        self.config = yaml.safe_load((self.path / "config.yaml").read_text())
+        self.name = self.summary["model"]
+        self.classes = self.summary["classes"]
+        self.folds = [read_json(p) for p in sorted(self.path.glob("fold-*/metrics.json"))]
+        self.predictions = pd.concat([pd.read_parquet(p) for p in sorted(self.path.glob("fold-*/predictions.parquet"))],
+                                     ignore_index=True)
+
+    @property
+    def frame_seconds(self) -> float:
+        return 0.01 * self.config["model"]["frame_reduction"]
+
+
+def find_runs(path: Path) -> list[Path]:
+    """A run folder itself, or a folder of run folders (quickstart's runs/)."""
+    path = Path(path)
+    if (path / "summary.json").is_file():
+        return [path]
+    runs = sorted(p for p in path.iterdir() if (p / "summary.json").is_file()) if path.is_dir() else []
+    if not runs:
+        raise MmferError(f"no finished cv run in {path} (expected summary.json there or in its subfolders)")
+    return runs
+
+
+def _img(fig, alt: str) -> str:
+    data = base64.b64encode(plots.to_png(fig)).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def pick_examples(pred: pd.DataFrame, classes: list[str]) -> list[tuple[str, pd.Series]]:
+    """Instructive utterances: confident right, confident wrong, audio-led and text-led (when gated)."""
+    p = pred.copy()
+    p["conf"] = [max(x) for x in p["probs"]]
+    p["ok"] = p["true"] == p["pred"]
+    chosen: list[tuple[str, pd.Series]] = []
+    seen: set[str] = set()
+
+    def take(title: str, frame: pd.DataFrame, by: str, ascending: bool) -> None:
+        frame = frame[~frame["utt_id"].isin(seen)].sort_values(by, ascending=ascending)
+        if len(frame):
+            row = frame.iloc[0]
+            seen.add(row["utt_id"])
+            chosen.append((title, row))
+
+    take("confident and right", p[p["ok"]], "conf", False)
+    take("confident and wrong", p[~p["ok"]], "conf", False)
+    if p["gate"].notna().any():
+        take("audio-led (highest acoustic gate)", p[p["ok"] & p["gate"].notna()], "gate", False)
+        take("text-led (lowest acoustic gate)", p[p["ok"] & p["gate"].notna()], "gate", True)
+    return chosen
+
+
+def build_report(run_paths: list[str | Path], out: str | Path, store: str | Path | None = None,
+                 n_examples: int = 4) -> Path:
+    runs = [Run(p) for rp in run_paths for p in find_runs(Path(rp))]
+    out = Path(out).expanduser().resolve()
+    store_path = Path(store) if store else Path(runs[0].config["store"])
+    table = None
+    if (store_path / "corpus.parquet").is_file():
+        from mmfer.corpora import load
+
+        table = load(store_path / "corpus.parquet").table.set_index("utt_id")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mmfer report</title><style>{CSS}</style>"
+             "</head><body><h1>mmfer report</h1>",
+             f"<p class='muted'>runs: {', '.join(html.escape(str(r.path)) for r in runs)}</p>"]
+    parts.append(_results(runs))
+    parts.append(_confusions(runs))
+    parts.append(_gate(runs))
+    parts.append(_examples(runs, table, n_examples))
+    parts.append(_curves(runs))
+    parts.append("</body></html>")
+    path = out / "index.html"
+    write_text(path, "\n".join(parts))
+    return path
+
+
+def _results(runs: list[Run]) -> str:
+    rows = ["<section id='results'><h2>Results</h2><p>Leave-one-session-out cross-validation; mean ± std over "
+            "folds. WA = accuracy, UA = mean per-class recall, F1 = macro-F1 (%).</p><table><tr><th>model</th>"
+            "<th>WA</th><th>UA</th><th>macro-F1</th></tr>"]
+    for r in runs:
+        s = r.summary
+        rows.append(f"<tr><td>{r.name}</td>" + "".join(
+            f"<td>{100 * s[k]['mean']:.1f} ± {100 * s[k]['std']:.1f}</td>" for k in ("wa", "ua", "f1")) + "</tr>")
+    rows.append("</table><h3>Per fold</h3><table><tr><th>model</th><th>test</th><th>n</th><th>WA</th><th>UA</th>"
+                "<th>F1</th><th>best epoch</th></tr>")
+    for r in runs:
+        for f in r.summary["folds"]:
+            rows.append(f"<tr><td>{r.name}</td><td>{f['test']}</td><td>{f.get('n_test', '')}</td>"
+                        f"<td>{100 * f['wa']:.1f}</td><td>{100 * f['ua']:.1f}</td><td>{100 * f['f1']:.1f}</td>"
+                        f"<td>{f.get('best_epoch', '')}</td></tr>")
+    rows.append("</table></section>")
+    return "".join(rows)
+
+
+def _confusions(runs: list[Run]) -> str:
+    parts = ["<section id='confusion'><h2>Confusion matrices and per-class recall</h2><div class='grid'>"]
+    recalls = {}
+    for r in runs:
+        m = np.asarray(r.summary["confusion"], float)
+        recalls[r.name] = (np.diag(m) / np.maximum(m.sum(1), 1)).tolist()
+        parts.append(_img(plots.confusion_matrix(m, r.classes, f"{r.name} (pooled over folds)"),
+                          f"confusion matrix {r.name}"))
+    parts.append("</div>")
+    parts.append(_img(plots.recall_bars(recalls, runs[0].classes), "per-class recall"))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _gate(runs: list[Run]) -> str:
+    parts = ["<section id='gate'><h2>Modality gate</h2>"]
+    gated = [r for r in runs if r.predictions["gate"].notna().any()]
+    if not gated:
+        parts.append("<p class='muted'>No GMU model among these runs: no gate to show.</p>")
+    for r in gated:
+        p = r.predictions
+        parts.append(f"<p>{r.name}: z is the share of the acoustic branch in the fused vector (mean over units); "
+                     f"above 0.5 the voice leads, below the words.</p>")
+        parts.append(_img(plots.gate_distribution(p["gate"], p["true"].tolist(), p["true"] == p["pred"], r.classes),
+                          f"gate distribution {r.name}"))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _examples(runs: list[Run], table: pd.DataFrame | None, n: int) -> str:
+    run = next((r for r in runs if r.predictions["gate"].notna().any()), runs[-1])
+    parts = [f"<section id='examples'><h2>What the model attended to ({run.name})</h2>"]
+    for title, row in pick_examples(run.predictions, run.classes)[:n]:
+        meta = table.loc[row["utt_id"]] if table is not None and row["utt_id"] in table.index else None
+        gate = "" if pd.isna(row["gate"]) else f" · acoustic gate {row['gate']:.2f}"
+        parts.append(f"<div class='card'><b>{html.escape(title)}</b>: {row['utt_id']} · true <b>{row['true']}</b> · "
+                     f"predicted <b>{row['pred']}</b>{gate}")
+        if meta is not None:
+            parts.append(f"<p>“{html.escape(meta['text'])}”</p>")
+        parts.append("<div class='grid'>")
+        parts.append(_img(plots.probabilities(row["probs"], run.classes, "probabilities"), "probabilities"))
+        if row["text_attention"] is not None and meta is not None:
+            parts.append(_img(plots.word_attention(list(meta["words"]), row["text_attention"], "word attention"),
+                              "word attention"))
+        parts.append("</div>")
+        if row["audio_attention"] is not None:
+            signal, sr, words, starts, ends = None, 16000, None, None, None
+            if meta is not None:
+                signal, sr = _read_audio(meta["audio"])
+                if meta["word_start"] is not None:
+                    words, starts, ends = list(meta["words"]), list(meta["word_start"]), list(meta["word_end"])
+            parts.append(_img(plots.frame_attention(signal, sr, row["audio_attention"], run.frame_seconds, words,
+                                                    starts, ends, "frame attention over the waveform"),
+                              "frame attention"))
+        parts.append("</div>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _read_audio(path: str):
+    import soundfile as sf
+
+    try:
+        x, sr = sf.read(path, dtype="float32", always_2d=True)
+        return x.mean(axis=1), sr
+    except Exception:  # noqa: BLE001 - a missing wav only costs the waveform, not the report
+        return None, 16000
+
+
+def _curves(runs: list[Run]) -> str:
+    parts = ["<section id='curves'><h2>Learning curves</h2>"]
+    for r in runs:
+        parts.append(_img(plots.learning_curves({f["fold"]: f["history"] for f in r.folds}, r.name),
+                          f"learning curves {r.name}"))
+    parts.append("</section>")
+    return "".join(parts)

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmfer.config import ModelConfig
+from mmfer.data import pad, reduce_frames
+from mmfer.models import build_model
+from mmfer.models.blstm import BLSTM, PackedBLSTM
+from mmfer.models.fusion import GMU
+from mmfer.models.pooling import ContextAttention
+
+
+def _batch(lengths, dim=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    arrays = [torch.randn(n, dim, generator=g).numpy() for n in lengths]
+    return arrays, *pad(arrays)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_blstm_padding_invariance_and_equals_packed(layers):
+    torch.manual_seed(0)
+    arrays, x, lengths = _batch([7, 3, 12, 1])
+    m = BLSTM(5, 4, layers).eval()
+    out, mask = m(x, lengths)
+    for i, a in enumerate(arrays):
+        alone, _ = m(torch.from_numpy(a)[None], torch.tensor([len(a)]))
+        assert torch.allclose(out[i, : len(a)], alone[0], atol=1e-6)
+        assert torch.all(out[i, len(a):] == 0) and mask[i].sum() == len(a)
+    # same numbers as the packed reference, given the same weights
+    ref = PackedBLSTM(5, 4, layers).eval()
+    with torch.no_grad():
+        for layer in range(layers):
+            for direction, mod in (("", m.fwd[layer]), ("_reverse", m.bwd[layer])):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(ref.lstm, f"{name}_l{layer}{direction}").copy_(getattr(mod, f"{name}_l0"))
+    assert torch.allclose(ref(x, lengths), out, atol=1e-6)
+
+
+def test_attention_weights_sum_to_one_and_ignore_padding():
+    torch.manual_seed(0)
+    _, x, lengths = _batch([6, 2, 9], dim=8)
+    mask = torch.arange(9)[None] < lengths[:, None]
+    att = ContextAttention(8, 16, heads=3)
+    pooled, w = att(x, mask)
+    assert pooled.shape == (3, 24) and w.shape == (3, 3, 9)
+    assert torch.allclose(w.sum(-1), torch.ones(3, 3), atol=1e-6)
+    assert torch.all(w[~mask.unsqueeze(1).expand_as(w)] == 0)
+    # garbage in the padding changes nothing
+    x2 = x.clone()
+    x2[~mask] = 1e3
+    assert torch.allclose(att(x2, mask)[0], pooled, atol=1e-5)
+
+
+def test_gmu_equals_its_formula():
+    torch.manual_seed(0)
+    gmu = GMU(6, 4, 5)
+    a, l = torch.randn(3, 6), torch.randn(3, 4)  # noqa: E741
+    h, z = gmu(a, l)
+    z_ref = torch.sigmoid(torch.cat([a, l], -1) @ gmu.w_z.weight.T)
+    h_ref = z_ref * torch.tanh(a @ gmu.w_a.weight.T) + (1 - z_ref) * torch.tanh(l @ gmu.w_l.weight.T)
+    assert torch.allclose(z, z_ref) and torch.allclose(h, h_ref)
+    assert ((z > 0) & (z < 1)).all()
+
+
+@pytest.mark.parametrize("name", ["audio", "text", "mmmf", "concat", "late"])
+@pytest.mark.parametrize("pooling", ["attention", "mean", "last"])
+def test_models_padding_invariant_and_report_what_analysis_needs(name, pooling):
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=6, pooling=pooling, heads=2, attention_dim=8, fusion_dim=7)
+    model = build_model(name, {"acoustic": 5, "lexical": 4}, 4, cfg).eval()
+    aa, xa, la = _batch([10, 4, 7], 5, seed=1)
+    al, xl, ll = _batch([3, 5, 2], 4, seed=2)
+    out = model({"acoustic": xa, "lexical": xl}, {"acoustic": la, "lexical": ll})
+    assert out["logits"].shape == (3, 4)
+    alone = model({"acoustic": torch.from_numpy(aa[1])[None], "lexical": torch.from_numpy(al[1])[None]},
+                  {"acoustic": la[1:2], "lexical": ll[1:2]})
+    assert torch.allclose(out["logits"][1], alone["logits"][0], atol=1e-5)
+    for kind in model.kinds:
+        w = out["attention"][kind]
+        assert torch.allclose(w.sum(-1), torch.ones_like(w.sum(-1)), atol=1e-5)
+    assert ("gate" in out) == (name == "mmmf")
+
+
+def test_reduce_frames():
+    a = np.arange(14, dtype=np.float32).reshape(7, 2)
+    r = reduce_frames(a, 3)
+    assert r.shape == (3, 2) and r[0].tolist() == [2, 3] and r[2].tolist() == [12, 13]

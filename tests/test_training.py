@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+
+from mmfer.config import load_config
+from mmfer.errors import MmferError
+from mmfer.features.store import FeatureStore
+from mmfer.training import cv as cv_mod
+from mmfer.training.folds import make_folds
+from mmfer.training.metrics import scores
+from synthetic_store import make_store
+
+FAST = {"model": {"hidden": 16, "attention_dim": 16, "fusion_dim": 16, "frame_reduction": 2, "dropout": 0.1},
+        "train": {"max_epochs": 15, "patience": 15, "lr": 0.01, "batch_size": 16, "threads": 1}}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return make_store(tmp_path_factory.mktemp("st") / "store")
+
+
+def test_loso_folds_are_speaker_independent(store):
+    table = FeatureStore(store).corpus.table
+    folds = make_folds(table, val_speakers=2)
+    assert [f.name for f in folds] == ["Ses01", "Ses02", "Ses03", "Ses04"]
+    spk = dict(zip(table["utt_id"], table["speaker"]))
+    for f in folds:
+        tr, va, te = ({spk[u] for u in ids} for ids in (f.train, f.val, f.test))
+        assert not (tr & te) and not (va & te) and not (tr & va)
+        assert te == {f"{f.name}F", f"{f.name}M"} and len(va) == 2
+        assert len(f.train) + len(f.val) + len(f.test) == len(table)
+    assert len({tuple(f.val_speakers) for f in folds}) == 4  # validation rotates
+
+
+def test_speaker_grouped_folds_without_sessions(tmp_path):
+    table = FeatureStore(make_store(tmp_path / "s", with_sessions=False, sessions=3)).corpus.table
+    folds = make_folds(table, val_speakers=1, k=3)
+    assert len(folds) == 3
+    assert sorted(s for f in folds for s in f.test_speakers) == sorted(table["speaker"].unique())
+
+
+def test_metrics_equal_scikit_learn():
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    p[:30] = y[:30]
+    s = scores(y, p, 4)
+    assert s["wa"] == pytest.approx(accuracy_score(y, p))
+    assert s["ua"] == pytest.approx(balanced_accuracy_score(y, p))
+    assert s["f1"] == pytest.approx(f1_score(y, p, average="macro"))
+    assert s["confusion"] == confusion_matrix(y, p).tolist()
+
+
+@pytest.mark.parametrize("model", ["audio", "text", "mmmf", "concat", "late"])
+def test_each_model_learns_a_separable_set(store, tmp_path, model):
+    summary = cv_mod.run_cv(store, model, load_config(None, FAST), tmp_path / model, progress=False,
+                            echo=lambda m: None)
+    assert summary["ua"]["mean"] > 0.7, summary  # chance is 0.25
+    assert len(summary["folds"]) == 4 and sum(map(sum, summary["confusion"])) == 128
+
+
+def test_run_files_and_normalisation_from_train_only(store, tmp_path):
+    out = tmp_path / "run"
+    cv_mod.run_cv(store, "mmmf", load_config(None, FAST), out, progress=False, echo=lambda m: None)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["model"] == "mmmf" and set(s["ua"]) == {"mean", "std"} and 0 <= s["wa"]["mean"] <= 1
+    assert {"fold", "test", "wa", "ua", "f1"} <= set(s["folds"][0])
+    import pandas as pd
+
+    pred = pd.read_parquet(out / "fold-1" / "predictions.parquet")
+    fs = FeatureStore(store)
+    folds = make_folds(fs.corpus.table, 2)
+    assert sorted(pred["utt_id"]) == sorted(folds[0].test)
+    row = pred.iloc[0]
+    assert len(row["audio_attention"]) == -(-fs.features["acoustic"].length(row["utt_id"]) // 2)  # reduced by 2
+    assert abs(sum(row["text_attention"]) - 1) < 1e-5 and 0 < row["gate"] < 1
+    assert abs(sum(row["probs"]) - 1) < 1e-5
+    ckpt = torch.load(out / "fold-1" / "model.pt", weights_only=True)
+    train_frames = np.concatenate([fs.features["acoustic"].get(u) for u in folds[0].train])
+    all_frames = np.concatenate([fs.features["acoustic"].get(u) for u in fs.features["acoustic"].ids])
+    assert np.allclose(ckpt["norms"]["acoustic"]["mean"], train_frames.mean(0), atol=1e-4)
+    assert not np.allclose(ckpt["norms"]["acoustic"]["mean"], all_frames.mean(0), atol=1e-4)
+
+
+def test_interrupted_cv_resumes_at_next_fold(store, tmp_path, monkeypatch):
+    from mmfer.training import trainer
+
+    out = tmp_path / "run"
+    cfg = load_config(None, {**FAST, "train": {**FAST["train"], "max_epochs": 2}})
+    real = trainer.train_fold
+    calls = []
+    stop_at = {"fold": "Ses02"}
+
+    def interrupted(store_, fold, *a, **k):
+        calls.append(fold.name)
+        if fold.name == stop_at["fold"]:
+            raise KeyboardInterrupt  # Ctrl-C during the second fold
+        return real(store_, fold, *a, **k)
+
+    monkeypatch.setattr(trainer, "train_fold", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cv_mod.run_cv(store, "audio", cfg, out, progress=False, echo=lambda m: None)
+    assert (out / "fold-1" / "metrics.json").is_file() and not (out / "fold-2").exists()
+    first = (out / "fold-1" / "metrics.json").stat().st_mtime_ns
+    calls.clear()
+    stop_at["fold"] = None
+    summary = cv_mod.run_cv(store, "audio", cfg, out, progress=False, echo=lambda m: None)
+    assert calls == ["Ses02", "Ses03", "Ses04"]
+    assert (out / "fold-1" / "metrics.json").stat().st_mtime_ns == first
+    assert [f["fold"] for f in summary["folds"]] == ["Ses01", "Ses02", "Ses03", "Ses04"]
+    with pytest.raises(MmferError, match="another model or config"):
+        cv_mod.run_cv(store, "text", cfg, out, progress=False, echo=lambda m: None)
+
+
+def test_missing_modality_is_refused(tmp_path):
+    audio_only = make_store(tmp_path / "a", kinds=("acoustic",))
+    with pytest.raises(MmferError, match="model 'mmmf' needs the text modality"):
+        cv_mod.run_cv(audio_only, "mmmf", load_config(None, FAST), tmp_path / "r", progress=False)
+
+
+def test_same_seed_same_result(store, tmp_path):
+    cfg = load_config(None, {**FAST, "train": {**FAST["train"], "max_epochs": 3}})
+    a = cv_mod.run_cv(store, "text", cfg, tmp_path / "a", progress=False, echo=lambda m: None)
+    b = cv_mod.run_cv(store, "text", cfg, tmp_path / "b", progress=False, echo=lambda m: None)
+    assert a["folds"] == b["folds"]
