@@ -12,12 +12,12 @@ from mmfer.corpora import read_corpus
 from mmfer.corpora.sample import generate
 from mmfer.errors import MmferError
 
-PER_SPEAKER = 8  # 5 main + 1 exc + 1 fru + 1 xxx per speaker
+PER_SPEAKER = 8  # 5 main + 1 exc + 1 fru + 1 xxx per speaker (the conftest sample_corpus)
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp("s") / "corpus", per_speaker=PER_SPEAKER, seed=3, progress=False)
+@pytest.fixture()
+def sample(sample_corpus) -> Path:
+    return sample_corpus
 
 
 def _digest(root: Path) -> dict[str, str]:

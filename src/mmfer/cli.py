@@ -145,6 +145,68 @@ def report_cmd(
     typer.echo(f"report written: {path}")
 
 
+@app.command("predict")
+def predict_cmd(
+    model: Path = typer.Argument(..., help="A cv run, a folder of runs (quickstart's runs/), or an export."),
+    audio: Path = typer.Argument(..., help="wav/flac/ogg file, any sample rate or channel count."),
+    text: str = typer.Option(None, "--text", help="Transcript. Without it, an audio-only model is used."),
+    fold: int = typer.Option(None, "--fold", help="Use one fold's model instead of the ensemble of all folds."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+) -> None:
+    """Predict the emotion of one utterance; show probabilities, modality gate and what was attended to."""
+    from mmfer.features.audio import AudioError, load_audio
+    from mmfer.serve.predictor import Predictor, resolve_model_dir
+
+    pred = Predictor(resolve_model_dir(model, with_text=bool(text)), fold=fold)
+    try:
+        signal = load_audio(audio)
+    except AudioError as err:
+        raise MmferError(f"{audio}: {err.reason}") from None
+    res = pred.predict(signal, text)
+    if as_json:
+        typer.echo(json.dumps(res))
+        return
+    typer.echo(f"emotion: {res['emotion']}   (model {res['model']}, {res['folds']} fold model(s))")
+    for c, p in sorted(res["probabilities"].items(), key=lambda kv: -kv[1]):
+        typer.echo(f"  {c:<5} {p:6.1%} {'#' * int(round(p * 40))}")
+    if res["gate"] is not None:
+        typer.echo(f"modality gate: audio {res['gate']:.0%} / text {1 - res['gate']:.0%}")
+    if "top_words" in res:
+        typer.echo(f"most-attended words: {', '.join(res['top_words'])}")
+    if "top_spans" in res:
+        spans = ", ".join(f"{s['start']:.2f}-{s['end']:.2f} s" for s in res["top_spans"])
+        typer.echo(f"most-attended time spans: {spans}")
+
+
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="A finished cv run."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the self-contained model to."),
+) -> None:
+    """Write a self-contained model folder (weights, config, normalisation, feature settings)."""
+    from mmfer.serve.predictor import export
+
+    typer.echo(f"model exported: {export(run, out)}")
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Path = typer.Argument(..., help="A cv run, a folder of runs, or an export."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (default: this machine only)."),
+    port: int = typer.Option(8000, "--port"),
+    max_mb: float = typer.Option(10.0, "--max-mb", help="Largest accepted upload, MB."),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", help="Longest accepted audio, seconds."),
+) -> None:
+    """Serve the local web demo: upload or record audio, type the transcript, see what the model saw."""
+    import uvicorn
+
+    from mmfer.serve.app import create_app
+
+    app_ = create_app(model, max_bytes=int(max_mb * 1e6), max_seconds=max_seconds)
+    typer.echo(f"mmfer demo on http://{host}:{port}/  (Ctrl-C to stop)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 @app.command("quickstart")
 def quickstart_cmd(
     out: Path = typer.Option(Path("mmfer-quickstart"), "--out", help="Folder for corpus, store, runs, report."),

@@ -120,7 +120,9 @@ def word_attention(words: list[str], weights, title: str = "") -> Figure:
     """Heat map of word attention over the transcript, one cell per word."""
     w = np.asarray(weights, float)[: len(words)]
     fig, ax = plt.subplots(figsize=(max(3, 0.55 * len(words) + 1), 1.1), dpi=110)
-    ax.imshow(w[None, :], cmap="Reds", aspect="auto", vmin=0, vmax=max(w.max(), 1e-6) if len(w) else 1)
+    # scaled against twice the uniform weight, so near-uniform attention looks flat, not saturated
+    vmax = max(w.max(), 2.0 / len(w)) if len(w) else 1.0
+    ax.imshow(w[None, :], cmap="Reds", aspect="auto", vmin=0, vmax=vmax)
     ax.set_xticks(range(len(words)), words, fontsize=8, rotation=30, ha="right")
     ax.set_yticks([])
     for i, v in enumerate(w):

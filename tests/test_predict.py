@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmfer.corpora import read_corpus
+from mmfer.features.audio import load_audio
+from mmfer.serve.predictor import Predictor, export
+
+
+def _utt(sample_corpus: Path):
+    t = read_corpus(sample_corpus).table
+    return t.iloc[0]
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmfer", *map(str, args)], capture_output=True, text=True)
+
+
+def test_predict_json_from_runs_folder(trained_runs, sample_corpus):
+    row = _utt(sample_corpus)
+    proc = _cli("predict", trained_runs, row["audio"], "--text", row["text"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["model"] == "mmmf" and res["folds"] == 5
+    assert res["emotion"] in {"ang", "hap", "neu", "sad"}
+    assert sum(res["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+    assert res["emotion"] == max(res["probabilities"], key=res["probabilities"].get)
+    assert 0 < res["gate"] < 1 and res["modality_weights"]["text"] == pytest.approx(1 - res["gate"])
+    assert [w["word"] for w in res["words"]] == list(row["words"])
+    assert sum(w["attention"] for w in res["words"]) == pytest.approx(1, abs=1e-4)
+    assert sum(res["frames"]["attention"]) == pytest.approx(1, abs=1e-4)
+    dur = len(load_audio(row["audio"])) / 16000
+    assert abs(len(res["frames"]["attention"]) * res["frames"]["seconds_per_step"] - dur) < 0.1
+    assert len(res["top_spans"]) == 3 and all(0 <= s["start"] < s["end"] <= dur + 0.05 for s in res["top_spans"])
+
+
+def test_predict_without_text_uses_audio_model_or_says_why(trained_runs, sample_corpus):
+    row = _utt(sample_corpus)
+    proc = _cli("predict", trained_runs, row["audio"])
+    assert proc.returncode == 0 and "model audio" in proc.stdout and "modality gate" not in proc.stdout
+    proc = _cli("predict", trained_runs / "mmmf", row["audio"])
+    assert proc.returncode == 2 and "needs the transcript" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_resamples_any_rate(trained_runs, sample_corpus, tmp_path):
+    import numpy as np
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    row = _utt(sample_corpus)
+    x = load_audio(row["audio"])
+    stereo44 = resample_poly(x, 441, 160)
+    sf.write(tmp_path / "a.flac", np.stack([stereo44, stereo44], 1), 44100)
+    p = Predictor(trained_runs / "audio")
+    a = p.predict(x)["probabilities"]
+    b = p.predict(load_audio(tmp_path / "a.flac"))["probabilities"]
+    assert all(abs(a[c] - b[c]) < 0.1 for c in a)
+
+
+def test_export_is_self_contained_and_equivalent(trained_runs, sample_corpus, tmp_path):
+    import shutil
+
+    row = _utt(sample_corpus)
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs / "mmmf", run)
+    out = export(run, tmp_path / "model")
+    shutil.rmtree(run)  # the export must not need the run any more
+    assert sorted(p.name for p in (out / "models").iterdir()) == [f"fold-{i}.pt" for i in range(1, 6)]
+    exported = Predictor(out).predict(load_audio(row["audio"]), row["text"])
+    original = Predictor(trained_runs / "mmmf").predict(load_audio(row["audio"]), row["text"])
+    assert exported["probabilities"] == pytest.approx(original["probabilities"])
+    one = Predictor(out, fold=2)
+    assert len(one.models) == 1
