@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -54,15 +55,14 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
     from mmfer.serve.predictor import Predictor, resolve_model_dir
 
     model = Path(model)
-    predictors = {}
-    try:
-        predictors["text"] = Predictor(resolve_model_dir(model, with_text=True))
-    except MmferError:
-        pass
-    try:
-        predictors["audio"] = Predictor(resolve_model_dir(model, with_text=False))
-    except MmferError:
-        pass
+    predictors: dict[str, Predictor] = {}
+    loaded: dict[Path, Predictor] = {}  # a single run serves both roles: load it once
+    for role, with_text in (("text", True), ("audio", False)):
+        with contextlib.suppress(MmferError):
+            folder = resolve_model_dir(model, with_text=with_text)
+            if folder not in loaded:
+                loaded[folder] = Predictor(folder)
+            predictors[role] = loaded[folder]
     if not predictors:
         raise MmferError(f"no trained model in {model}")
     main = predictors.get("text") or predictors["audio"]
