@@ -99,3 +99,19 @@ def test_missing_espeak_is_a_clear_error(tmp_path: Path, monkeypatch):
     with pytest.raises(MmferError, match=r"pip install 'mmfer\[sample\]'"):
         generate(tmp_path / "x", per_speaker=PER_SPEAKER, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_inspect_shows_expected_counts(sample: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mmfer.cli import app
+
+    out = json.loads(CliRunner().invoke(app, ["corpus", "inspect", str(sample), "--json"]).stdout)
+    # per speaker: 5 main labels cycling ang, hap, neu, sad, ang + one exc (-> hap), fru, xxx
+    assert out["labels"] == {"ang": 20, "hap": 20, "neu": 10, "sad": 10}
+    assert out["sessions"] == {f"Ses0{s}": 12 for s in range(1, 6)}
+    assert out["speakers"] == {f"Ses0{s}{g}": 6 for s in range(1, 6) for g in "FM"}
+    assert out["dropped"] == {"label:fru": 10, "label:xxx": 10, "noise_only": 10}
+    assert out["utterances"] == 90 and out["kept"] == 60 and out["missing_alignment"] == 0
