@@ -128,3 +128,43 @@ def test_same_seed_same_result(store, tmp_path):
     a = cv_mod.run_cv(store, "text", cfg, tmp_path / "a", progress=False, echo=lambda m: None)
     b = cv_mod.run_cv(store, "text", cfg, tmp_path / "b", progress=False, echo=lambda m: None)
     assert a["folds"] == b["folds"]
+
+
+def test_two_stage_init_from_unimodal_runs(store, tmp_path):
+    from mmfer.models import build_model
+    from mmfer.training.trainer import init_encoders
+
+    cfg = load_config(None, {**FAST, "train": {**FAST["train"], "max_epochs": 1}})
+    for m in ("audio", "text"):
+        cv_mod.run_cv(store, m, cfg, tmp_path / m, progress=False, echo=lambda s: None)
+    model = build_model("mmmf", {"acoustic": 8, "lexical": 6}, 4, cfg.model)
+    init_encoders(model, {"audio": str(tmp_path / "audio"), "text": str(tmp_path / "text")}, fold_index=2)
+    for modality, kind in (("audio", "acoustic"), ("text", "lexical")):
+        ref = torch.load(tmp_path / modality / "fold-3" / "model.pt", weights_only=True)["state_dict"]
+        for name, tensor in model.encoders[kind].state_dict().items():
+            assert torch.equal(tensor, ref[f"encoders.{kind}.{name}"])
+    with pytest.raises(MmferError, match="fold-9/model.pt not found"):
+        init_encoders(model, {"audio": str(tmp_path / "audio")}, fold_index=8)
+    summary = cv_mod.run_cv(store, "mmmf", load_config(None, {**FAST, "train": {
+        **FAST["train"], "max_epochs": 1, "init_from": {"audio": str(tmp_path / "audio"),
+                                                         "text": str(tmp_path / "text")}}}),
+        tmp_path / "mmmf", progress=False, echo=lambda s: None)
+    assert len(summary["folds"]) == 4
+
+
+def test_cv_command_prints_table(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmfer.cli import app
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  hidden: 8\n  attention_dim: 8\ntrain:\n  threads: 1\n")
+    res = CliRunner().invoke(app, ["cv", str(store), "--model", "text", "--config", str(cfg), "--max-epochs", "1",
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert "text fold Ses04: WA" in res.stdout and "macro-F1" in res.stdout
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["model"] == "text"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  hiden: 8\n")
+    res = CliRunner().invoke(app, ["cv", str(store), "--config", str(bad), "--out", str(tmp_path / "r2")])
+    assert res.exit_code != 0 and "hiden" in str(res.exception)
