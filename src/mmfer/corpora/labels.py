@@ -63,7 +63,7 @@ def parse_policy(spec: str | dict | None, raw_labels: list[str] | None = None) -
     if spec in PRESETS:
         return LabelPolicy(spec, PRESETS[spec])
     path = Path(spec)
-    if path.suffix.lower() in (".yaml", ".yml", ".json") :
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
         if not path.is_file():
             raise MmferError(f"label mapping file not found: {path}")
         data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())

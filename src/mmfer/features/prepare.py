@@ -81,8 +81,8 @@ def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None,
     write_errors(out / "errors.csv", result.errors)
     write_json(out / "store.json", {"store_version": STORE_VERSION, "corpus": c.meta(), "corpus_digest": digest,
                                     "features": features})
-    usable = [u for u in ids if not any(e[0] == u for e in result.errors)]
-    if not usable:
+    failed = {e[0] for e in result.errors}
+    if all(u in failed for u in ids):
         raise MmferError(f"no utterance could be extracted; see {out / 'errors.csv'}")
     if strict and result.errors:
         raise MmferError(f"{len(result.errors)} utterance(s) failed extraction (--strict); see {out / 'errors.csv'}")
@@ -150,9 +150,13 @@ def _acoustic_task(name: str, ids: list[str], paths: list[str]):
 
 
 def _lexical_task(enc, ids: list[str], words: list[list[str]]):
-    arrays: list[np.ndarray | None] = []
-    for i in range(0, len(ids), LEXICAL_BATCH):
-        arrays += enc.encode(words[i:i + LEXICAL_BATCH])
+    """Encode in batches of similar length (less padding), results back in the shard's order."""
+    order = sorted(range(len(ids)), key=lambda i: len(words[i]))
+    arrays: list[np.ndarray | None] = [None] * len(ids)
+    for k in range(0, len(order), LEXICAL_BATCH):
+        chunk = order[k:k + LEXICAL_BATCH]
+        for i, vecs in zip(chunk, enc.encode([words[i] for i in chunk])):
+            arrays[i] = vecs
     return arrays, {}
 
 

@@ -51,6 +51,7 @@ class EmotionModel(nn.Module):
     def __init__(self, name: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig):
         super().__init__()
         self.name = name
+        self.n_classes = n_classes
         self.kinds = kinds_of(name)
         self.encoders = nn.ModuleDict({k: Encoder(dims[k], cfg) for k in self.kinds})
         self.dropout = nn.Dropout(cfg.dropout)

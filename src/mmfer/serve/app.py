@@ -30,7 +30,7 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(to_png(fig)).decode()
 
 
-def pictures(result: dict, signal, classes: list[str]) -> dict:
+def pictures(result: dict, signal) -> dict:
     """The report's own plot functions, for the page."""
     from mmfer.analysis import plots
 
@@ -110,7 +110,7 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
             result = await run_in_threadpool(pred.predict, signal, text or None)
         except MmferError as err:
             raise BadInput(422, str(err)) from None
-        result["images"] = await run_in_threadpool(pictures, result, signal, pred.classes)
+        result["images"] = await run_in_threadpool(pictures, result, signal)
         return result
 
     return app

@@ -63,8 +63,7 @@ def infer(model: EmotionModel, data: UtteranceSet, device: torch.device, batch_s
     model.eval()
     pos = {u: i for i, u in enumerate(data.ids)}
     n = len(data)
-    probs = np.zeros((n, model.classifier.out_features if hasattr(model, "classifier")
-                      else next(iter(model.heads.values())).out_features), np.float32)
+    probs = np.zeros((n, model.n_classes), np.float32)
     attention = {k: [None] * n for k in model.kinds}
     gate = np.full(n, np.nan, np.float32)
     loss_sum = 0.0
@@ -107,6 +106,8 @@ def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfi
     weights = class_weights(sets["train"].labels, len(classes)) if tc.class_weighted else None
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and tc.amp == "fp16")
     best = {"ua": -1.0, "loss": float("inf"), "epoch": 0, "state": None}
     history = []
     bar = tqdm(range(1, tc.max_epochs + 1), desc=f"{model_name} fold {fold.name}", unit="ep",
@@ -120,9 +121,11 @@ def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfi
                 logits = model(batch.inputs, batch.lengths)["logits"]
             loss = loss_fn(logits.float(), batch.labels)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             total += loss.item() * len(batch.ids)
             count += len(batch.ids)
         val = infer(model, sets["val"], device)
