@@ -50,7 +50,7 @@ def recall_bars(recalls: dict[str, list[float]], classes: list[str]) -> Figure:
     ax.set_xticks(x, classes)
     ax.set_ylim(0, 1)
     ax.set_ylabel("recall")
-    ax.legend(fontsize=7, ncol=len(models), loc="lower right")
+    ax.legend(fontsize=7, ncol=len(models), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
