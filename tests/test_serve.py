@@ -90,8 +90,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.browser
-def test_real_browser_upload(trained_runs, row, tmp_path):
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 # a fake microphone (a beep) and no permission prompt, for the recording path
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+@pytest.fixture(scope="module")
+def browser_page(trained_runs):
+    """Headless Debian Chromium (driven by Playwright) on the demo served on a loopback port."""
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
         pytest.skip("Debian chromium is not installed (make test installs it when it can)")
@@ -108,21 +115,59 @@ def test_real_browser_upload(trained_runs, row, tmp_path):
         time.sleep(0.1)
     try:
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.set_input_files("#file", row["audio"])
-            page.fill("#text", row["text"])
-            page.click("#go")
-            page.wait_for_selector("#result", state="visible", timeout=60_000)
-            assert page.inner_text("#emotion").strip().lower() in {"ang", "hap", "neu", "sad"}
-            width = page.eval_on_selector("#frame-att", "img => img.complete ? img.naturalWidth : 0")
-            assert width > 300
-            assert "audio" in page.inner_text("#gate")
-            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+
+            def new_page():
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{port}/")
+                return page
+
+            yield new_page
             browser.close()
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def _assert_result_panel(page) -> None:
+    page.wait_for_selector("#result", state="visible", timeout=60_000)
+    assert page.inner_text("#emotion").strip().lower() in {"ang", "hap", "neu", "sad"}
+    assert page.eval_on_selector("#frame-att", "img => img.complete ? img.naturalWidth : 0") > 300
+    assert page.inner_text("#error") == ""
+
+
+@pytest.mark.browser
+def test_real_browser_upload(browser_page, row, tmp_path):
+    page = browser_page()
+    page.set_input_files("#file", row["audio"])
+    page.fill("#text", row["text"])
+    page.click("#go")
+    _assert_result_panel(page)
+    assert "audio" in page.inner_text("#gate")
+    assert page.eval_on_selector("#word-att", "img => img.naturalWidth") > 100
+    page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_real_browser_recording(browser_page):
+    page = browser_page()
+    page.click("#rec")
+    page.wait_for_function("document.getElementById('recstate').textContent.includes('recording')")
+    page.wait_for_timeout(1500)
+    page.click("#rec")
+    page.wait_for_function("document.getElementById('recstate').textContent.includes('recorded')", timeout=20_000)
+    page.fill("#text", "what a lovely surprise")
+    page.click("#go")
+    _assert_result_panel(page)  # the page's own WAV encoding was accepted by the server
+
+
+@pytest.mark.browser
+def test_real_browser_shows_server_errors(browser_page, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really audio")
+    page = browser_page()
+    page.set_input_files("#file", str(bad))
+    page.fill("#text", "hello")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    assert "unreadable audio" in page.inner_text("#error") and not page.is_visible("#result")
