@@ -35,15 +35,12 @@ def quickstart(out: str | Path = "mmfer-quickstart", per_speaker: int = 60, seed
     echo(table(summaries))
     result = {"out": str(out), "summaries": summaries, "seconds": time.perf_counter() - t0}
     if report:
-        try:
-            from mmfer.analysis.report import build_report
-        except ImportError:  # the report stage is not part of this build yet
-            echo("\n[4/4] report: not available yet in this version")
-        else:
-            echo(f"\n[4/4] report -> {out / 'report'}")
-            path = build_report([out / "runs" / m for m in models], out / "report", store=out / "store")
-            result["report"] = str(path)
-            echo(f"      open {path}")
+        from mmfer.analysis.report import build_report
+
+        echo(f"\n[4/4] report -> {out / 'report'}")
+        path = build_report([out / "runs" / m for m in models], out / "report", store=out / "store")
+        result["report"] = str(path)
+        echo(f"      open {path}")
     echo(f"\ndone in {result['seconds']:.0f} s. Next: mmfer predict {out / 'runs' / 'mmmf'} "
          f"{out / 'corpus' / 'Session1' / 'sentences' / 'wav' / 'Ses01F_impro01' / 'Ses01F_impro01_F000.wav'} "
          f"--text \"...\"")

@@ -210,7 +210,6 @@ def _align(text: str, starts: list[tuple[int, float]], audio: np.ndarray, sr: in
 def _wdseg(words, duration: float) -> str:
     rows = []
     n_frames = int(round(duration * 100))
-    cursor = 0
     rows.append((0, max(0, int(words[0][1] * 100) - 1), "<s>") if words else (0, n_frames - 1, "<s>"))
     cursor = rows[-1][1] + 1
     for tok, s, e in words:
