@@ -53,7 +53,8 @@ def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, dims=(8, 6)
     for k, dim in zip(("acoustic", "lexical"), dims):
         if k not in kinds:
             continue
-        settings = {"kind": k, "name": "synthetic", "dim": dim, "dtype": "float32", "seed": seed}
+        settings = {"kind": k, "name": "synthetic", "dim": dim, "dtype": "float32", "seed": seed,
+                    "hop_seconds": 0.01 if k == "acoustic" else None}
         folder = path / feature_dir_name(settings)
         write_shard(shard_path(folder, 0), ids, arrays[k], {}, "float32")
         finalize(folder, 1, settings)

@@ -95,7 +95,7 @@ def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, mo
     root, clean = prepared
     store = tmp_path / "store"
     calls = {"n": 0}
-    real = prep._acoustic_task
+    real = prep._audio_task
 
     def flaky(*args):
         calls["n"] += 1
@@ -103,7 +103,7 @@ def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, mo
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the second shard
         return real(*args)
 
-    monkeypatch.setattr(prep, "_acoustic_task", flaky)
+    monkeypatch.setattr(prep, "_audio_task", flaky)
     with pytest.raises(KeyboardInterrupt):
         prep.prepare(root, store, workers=1, shard_size=2, progress=False)
     folder = next(store.glob("acoustic-*"))
@@ -111,7 +111,7 @@ def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, mo
     assert len(list((folder / "parts").glob("*.npz"))) == 1  # first shard kept
     with pytest.raises(MmferError, match="not a finished feature store"):
         FeatureStore(store)
-    monkeypatch.setattr(prep, "_acoustic_task", real)
+    monkeypatch.setattr(prep, "_audio_task", real)
     done = []
     record = lambda path, *a: (done.append(f"{path.parent.parent.name[:8]}/{path.name}"), real_write(path, *a))  # noqa: E731
     monkeypatch.setattr(prep, "write_shard", record)

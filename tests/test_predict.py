@@ -9,7 +9,8 @@ import pytest
 
 from mmfer.corpora import read_corpus
 from mmfer.features.audio import load_audio
-from mmfer.serve.predictor import Predictor, export
+from mmfer.runs import export
+from mmfer.serve.predictor import Predictor
 
 
 def _utt(sample_corpus: Path):
@@ -48,18 +49,58 @@ def test_predict_without_text_uses_audio_model_or_says_why(trained_runs, sample_
 
 
 def test_predict_resamples_any_rate(trained_runs, sample_corpus, tmp_path):
+    """A 44.1 kHz stereo copy must look like the same utterance to the model's input, and unlike another one."""
     import numpy as np
     import soundfile as sf
     from scipy.signal import resample_poly
 
-    row = _utt(sample_corpus)
-    x = load_audio(row["audio"])
+    t = read_corpus(sample_corpus).table
+    x = load_audio(t.iloc[0]["audio"])
     stereo44 = resample_poly(x, 441, 160)
     sf.write(tmp_path / "a.flac", np.stack([stereo44, stereo44], 1), 44100)
     p = Predictor(trained_runs / "audio")
-    a = p.predict(x)["probabilities"]
-    b = p.predict(load_audio(tmp_path / "a.flac"))["probabilities"]
-    assert all(abs(a[c] - b[c]) < 0.1 for c in a)
+    norm = p.norms[0]["acoustic"]
+
+    def frames(signal):
+        return norm(p.extractor("acoustic").extract(signal))
+
+    a, b, other = frames(x), frames(load_audio(tmp_path / "a.flac")), frames(load_audio(t.iloc[5]["audio"]))
+    assert abs(len(a) - len(b)) <= 1
+    n = min(len(a), len(b), len(other))
+    same, different = np.abs(a[:n] - b[:n]).mean(), np.abs(a[:n] - other[:n]).mean()
+    assert same < 0.25 * different, (same, different)
+    pa, pb = p.predict(x)["probabilities"], p.predict(load_audio(tmp_path / "a.flac"))["probabilities"]
+    assert max(abs(pa[c] - pb[c]) for c in pa) < 0.02
+
+
+def test_export_refuses_to_delete_what_it_did_not_write(trained_runs, tmp_path):
+    import shutil
+
+    from mmfer.errors import MmferError
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs / "audio", run)
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("keep me")
+    with pytest.raises(MmferError, match="not an mmfer export"):
+        export(run, precious)
+    assert (precious / "thesis.tex").read_text() == "keep me"
+    with pytest.raises(MmferError, match="inside the run"):
+        export(run, run)
+    with pytest.raises(MmferError, match="inside the run"):
+        export(run, run / "fold-1")
+    assert sorted(p.name for p in run.glob("fold-*/model.pt")) and (run / "summary.json").is_file()
+    sibling = tmp_path / "model.partial"
+    sibling.mkdir()
+    (sibling / "x").write_text("not mmfer's")
+    out = export(run, tmp_path / "model")
+    assert (sibling / "x").is_file()  # a look-alike temp name is never deleted
+    with pytest.raises(MmferError, match="--force"):
+        export(run, out)
+    assert export(run, out, force=True) == out and len(list((out / "models").glob("fold-*.pt"))) == 5
+    proc = _cli("export", run, "--out", precious)
+    assert proc.returncode == 2 and "not an mmfer export" in proc.stderr and (precious / "thesis.tex").is_file()
 
 
 def test_export_is_self_contained_and_equivalent(trained_runs, sample_corpus, tmp_path):

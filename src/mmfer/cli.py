@@ -78,20 +78,28 @@ def sample_corpus(
 def prepare_cmd(
     corpus_path: Path = typer.Argument(..., help="IEMOCAP_full_release folder (or sample corpus) or CSV manifest."),
     out: Path = typer.Option(..., "--out", help="Feature store folder to create or resume."),
+    config: Path = typer.Option(None, "--config", help="YAML config; its 'features' section is used "
+                                "(see configs/default.yaml). Options given here override it."),
     corpus: str = typer.Option(None, "--corpus", help=CORPUS_HELP),
     labels: str = typer.Option(None, "--labels", help=LABELS_HELP),
-    acoustic: str = typer.Option("compare", "--acoustic", help="compare (ComParE_2016 LLD, 65/frame) or egemaps "
-                                 "(eGeMAPSv02 LLD, 25/frame)."),
-    lexical: str = typer.Option("minilm", "--lexical", help="minilm (bundled all-MiniLM-L6-v2), a local Hugging "
-                                "Face model folder, or a GloVe/word2vec .txt file."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Processes for acoustic extraction; 0 = all cores."),
+    acoustic: str = typer.Option(None, "--acoustic", help="compare (ComParE_2016: 65 LLDs per frame, 6,373 "
+                                 "functionals) or egemaps (eGeMAPSv02: 25 / 88). Default: compare."),
+    lexical: str = typer.Option(None, "--lexical", help="minilm (bundled all-MiniLM-L6-v2), a local Hugging "
+                                "Face model folder, or a GloVe/word2vec .txt file. Default: minilm."),
+    streams: str = typer.Option(None, "--streams", help="Comma-separated streams to extract (see "
+                                "docs/architecture.md), e.g. acoustic,functionals,lexical."),
+    workers: int = typer.Option(None, "--workers", min=0, help="Processes for audio extraction; 0 = all cores."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any utterance fails extraction."),
 ) -> None:
-    """Extract frame-level acoustic LLDs and per-word lexical vectors once, into a resumable feature store."""
+    """Extract the feature streams once (frame LLDs, functionals, per-word vectors) into a resumable store."""
+    from mmfer.config import load_config
     from mmfer.features.prepare import prepare
 
-    res = prepare(corpus_path, out, corpus=corpus, labels=labels, acoustic=acoustic, lexical=lexical,
-                  workers=workers, strict=strict, warn=lambda m: typer.echo(m, err=True))
+    given = {"acoustic": acoustic, "lexical": lexical, "workers": workers,
+             "streams": [x.strip() for x in streams.split(",") if x.strip()] if streams else None}
+    cfg = load_config(config, {"features": {k: v for k, v in given.items() if v is not None}})
+    res = prepare(corpus_path, out, corpus=corpus, labels=labels, features=cfg.features, strict=strict,
+                  warn=lambda m: typer.echo(m, err=True))
     for kind, n in res.extracted.items():
         typer.echo(f"{kind}: {n} utterances{' (already done, reused)' if kind in res.reused else ''}")
     if res.errors:
@@ -101,14 +109,16 @@ def prepare_cmd(
     typer.echo(f"feature store ready: {res.store}")
 
 
-MODEL_HELP = ("audio (acoustic BLSTM+attention), text (lexical BLSTM+attention), mmmf (both + GMU fusion), "
-              "concat or late (fusion baselines).")
+def _model_help() -> str:
+    from mmfer.models.registry import help_text
+
+    return help_text()
 
 
 @app.command("cv")
 def cv_cmd(
     store: Path = typer.Argument(..., help="Feature store made by `mmfer prepare`."),
-    model: str = typer.Option("mmmf", "--model", help=MODEL_HELP),
+    model: str = typer.Option("mmmf", "--model", help=_model_help()),
     config: Path = typer.Option(None, "--config", help="YAML config (see configs/default.yaml)."),
     out: Path = typer.Option(..., "--out", help="Run folder; an interrupted run resumes at the next fold."),
     pooling: str = typer.Option(None, "--pooling", help="Override model.pooling: attention, mean or last."),
@@ -181,12 +191,14 @@ def predict_cmd(
 @app.command("export")
 def export_cmd(
     run: Path = typer.Argument(..., help="A finished cv run."),
-    out: Path = typer.Option(..., "--out", help="Folder to write the self-contained model to."),
+    out: Path = typer.Option(..., "--out", help="New or empty folder to write the self-contained model to."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export in --out (nothing else is ever "
+                               "deleted)."),
 ) -> None:
     """Write a self-contained model folder (weights, config, normalisation, feature settings)."""
-    from mmfer.serve.predictor import export
+    from mmfer.runs import export
 
-    typer.echo(f"model exported: {export(run, out)}")
+    typer.echo(f"model exported: {export(run, out, force=force)}")
 
 
 @app.command("serve")

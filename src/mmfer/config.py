@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mmfer.errors import MmferError
 
@@ -19,11 +19,24 @@ class _Strict(BaseModel):
 
 
 class FeatureConfig(_Strict):
+    streams: list[str] = Field(default_factory=lambda: ["acoustic", "lexical"],
+                               description="streams `prepare` extracts (see mmfer.streams), where the corpus "
+                                           "has their modality")
     acoustic: Literal["compare", "egemaps"] = "compare"
     lexical: str = Field("minilm", description="'minilm', a local Hugging Face model folder, or a "
                                                 "GloVe/word2vec text vectors file")
     workers: int = Field(0, ge=0, description="processes for extraction; 0 = all cores")
     shard_size: int = Field(64, ge=1, description="utterances per resumable unit of work")
+
+    @field_validator("streams")
+    @classmethod
+    def _known_streams(cls, v: list[str]) -> list[str]:
+        from mmfer.streams import STREAMS
+
+        unknown = [s for s in v if s not in STREAMS]
+        if unknown:
+            raise ValueError(f"unknown stream(s) {unknown}; known: {', '.join(STREAMS)}")
+        return v
 
 
 class ModelConfig(_Strict):
@@ -36,6 +49,8 @@ class ModelConfig(_Strict):
     fusion_dim: int = Field(64, ge=1, description="GMU / concat hidden size")
     frame_reduction: int = Field(3, ge=1, description="average k consecutive acoustic frames")
     input_dropout: float = Field(0.1, ge=0, lt=1)
+    vector_dim: int = Field(32, ge=1, description="low-rank projection of utterance-level vector streams")
+    vector_dropout: float = Field(0.5, ge=0, lt=1, description="input dropout of utterance-level vector streams")
 
 
 class TrainConfig(_Strict):
@@ -54,11 +69,6 @@ class TrainConfig(_Strict):
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
     init_from: dict[str, str] = Field(default_factory=dict, description="mmmf two-stage recipe: "
                                       "{'audio': RUN_DIR, 'text': RUN_DIR} of trained unimodal runs")
-
-
-class CVConfig(_Strict):
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
 
 
 class MmferConfig(_Strict):

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from mmfer.features.store import FeatureStore
-
-KIND_OF_MODALITY = {"audio": "acoustic", "text": "lexical"}
+from mmfer.streams import stream
 
 
 @dataclass
@@ -79,9 +78,10 @@ def fit_normalizers(store: FeatureStore, ids: list[str], kinds: list[str]) -> di
 class UtteranceSet:
     """Normalised, time-reduced features of a fixed list of utterances, held in memory."""
 
-    def __init__(self, ids: list[str], labels: list[int], arrays: dict[str, list[np.ndarray]]):
+    def __init__(self, ids: list[str], labels: list[int] | None, arrays: dict[str, list[np.ndarray]]):
+        """``labels`` None (prediction): every label is -1 and no loss is computed."""
         self.ids = ids
-        self.labels = np.asarray(labels, np.int64)
+        self.labels = np.asarray(labels if labels is not None else [-1] * len(ids), np.int64)
         self.arrays = arrays
         first = next(iter(arrays))
         self.sizes = np.array([len(a) for a in arrays[first]])
@@ -94,8 +94,7 @@ class UtteranceSet:
         arrays: dict[str, list[np.ndarray]] = {}
         for k in kinds:
             fs, norm = store.features[k], norms[k]
-            red = frame_reduction if k == "acoustic" else 1
-            arrays[k] = [prepare_array(fs.get(u), norm, red) for u in ids]
+            arrays[k] = [prepare_stream(k, fs.get(u), norm, frame_reduction) for u in ids]
         return cls(ids, [index[label_of[u]] for u in ids], arrays)
 
     def __len__(self) -> int:
@@ -126,8 +125,9 @@ class UtteranceSet:
         return Batch([self.ids[i] for i in idx], torch.from_numpy(self.labels[idx]), inputs, lengths)
 
 
-def prepare_array(a: np.ndarray, norm: Normalizer, frame_reduction: int) -> np.ndarray:
-    a = reduce_frames(norm(a).astype(np.float32), frame_reduction)
+def prepare_stream(name: str, a: np.ndarray, norm: Normalizer, frame_reduction: int) -> np.ndarray:
+    """Normalise one utterance's rows of stream ``name``, and average frames where the stream allows it."""
+    a = reduce_frames(norm(a).astype(np.float32), frame_reduction if stream(name).reducible else 1)
     if len(a) == 0:  # e.g. a transcript with no words: one zero step keeps every model well defined
         a = np.zeros((1, a.shape[1]), np.float32)
     return a

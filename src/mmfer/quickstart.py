@@ -23,8 +23,7 @@ def quickstart(out: str | Path = "mmfer-quickstart", per_speaker: int = 60, seed
     echo(f"[1/4] sample corpus -> {out / 'corpus'}")
     corpus = generate(out / "corpus", per_speaker=per_speaker, seed=seed)
     echo(f"[2/4] features -> {out / 'store'}")
-    res = prepare(corpus, out / "store", acoustic=cfg.features.acoustic, lexical=cfg.features.lexical,
-                  workers=cfg.features.workers, warn=echo)
+    res = prepare(corpus, out / "store", features=cfg.features, warn=echo)
     for kind, n in res.extracted.items():
         echo(f"      {kind}: {n} utterances{' (reused)' if kind in res.reused else ''}")
     summaries = []

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mmfer.analysis import plots
-from mmfer.errors import MmferError
-from mmfer.io import read_json, write_text
+from mmfer.features.audio import SAMPLE_RATE
+from mmfer.io import write_text
+from mmfer.runs import Run, find_runs
+from mmfer.streams import STREAMS
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
@@ -20,37 +21,6 @@ table{border-collapse:collapse;font-size:.9em}td,th{padding:.3em .8em;border-bot
 th:first-child,td:first-child{text-align:left}.grid{display:flex;flex-wrap:wrap;gap:1em}
 .card{border:1px solid #e3e3e3;border-radius:6px;padding:.8em;margin:1em 0}.muted{color:#777;font-size:.85em}
 img{max-width:100%}"""
-
-
-class Run:
-    """A finished cv run folder, read once."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        if not (self.path / "summary.json").is_file():
-            raise MmferError(f"{self.path} is not a finished cv run (no summary.json); run or resume `mmfer cv`")
-        self.summary = read_json(self.path / "summary.json")
-        self.config = yaml.safe_load((self.path / "config.yaml").read_text())
-        self.name = self.summary["model"]
-        self.classes = self.summary["classes"]
-        self.folds = [read_json(p) for p in sorted(self.path.glob("fold-*/metrics.json"))]
-        self.predictions = pd.concat([pd.read_parquet(p) for p in sorted(self.path.glob("fold-*/predictions.parquet"))],
-                                     ignore_index=True)
-
-    @property
-    def frame_seconds(self) -> float:
-        return 0.01 * self.config["model"]["frame_reduction"]
-
-
-def find_runs(path: Path) -> list[Path]:
-    """A run folder itself, or a folder of run folders (quickstart's runs/)."""
-    path = Path(path)
-    if (path / "summary.json").is_file():
-        return [path]
-    runs = sorted(p for p in path.iterdir() if (p / "summary.json").is_file()) if path.is_dir() else []
-    if not runs:
-        raise MmferError(f"no finished cv run in {path} (expected summary.json there or in its subfolders)")
-    return runs
 
 
 def _img(fig, alt: str) -> str:
@@ -165,19 +135,22 @@ def _examples(runs: list[Run], table: pd.DataFrame | None, n: int) -> str:
             parts.append(f"<p>“{html.escape(meta['text'])}”</p>")
         parts.append("<div class='grid'>")
         parts.append(_img(plots.probabilities(row["probs"], run.classes, "probabilities"), "probabilities"))
-        if row["text_attention"] is not None and meta is not None:
-            parts.append(_img(plots.word_attention(list(meta["words"]), row["text_attention"], "word attention"),
-                              "word attention"))
+        attended = [s for s in STREAMS.values() if s.attention_column and row.get(s.attention_column) is not None]
+        for s in attended:
+            if s.modality == "text" and meta is not None:
+                parts.append(_img(plots.word_attention(list(meta["words"]), row[s.attention_column],
+                                                       "word attention"), "word attention"))
         parts.append("</div>")
-        if row["audio_attention"] is not None:
-            signal, sr, words, starts, ends = None, 16000, None, None, None
-            if meta is not None:
-                signal, sr = _read_audio(meta["audio"])
-                if meta["word_start"] is not None:
-                    words, starts, ends = list(meta["words"]), list(meta["word_start"]), list(meta["word_end"])
-            parts.append(_img(plots.frame_attention(signal, sr, row["audio_attention"], run.frame_seconds, words,
-                                                    starts, ends, "frame attention over the waveform"),
-                              "frame attention"))
+        for s in attended:
+            if s.modality == "audio" and s.name in run.steps:
+                signal, sr, words, starts, ends = None, SAMPLE_RATE, None, None, None
+                if meta is not None:
+                    signal, sr = _read_audio(meta["audio"])
+                    if meta["word_start"] is not None:
+                        words, starts, ends = list(meta["words"]), list(meta["word_start"]), list(meta["word_end"])
+                parts.append(_img(plots.frame_attention(signal, sr, row[s.attention_column], run.steps[s.name], words,
+                                                        starts, ends, "frame attention over the waveform"),
+                                  "frame attention"))
         parts.append("</div>")
     parts.append("</section>")
     return "".join(parts)
@@ -190,7 +163,7 @@ def _read_audio(path: str):
         x, sr = sf.read(path, dtype="float32", always_2d=True)
         return x.mean(axis=1), sr
     except Exception:  # noqa: BLE001 - a missing wav only costs the waveform, not the report
-        return None, 16000
+        return None, SAMPLE_RATE
 
 
 def _curves(runs: list[Run]) -> str:

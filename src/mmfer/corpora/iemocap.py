@@ -1,6 +1,6 @@
 """Reader for IEMOCAP_full_release exactly as the release lays it out (no third-party CSV).
 
-Formats and their quirks are described in ``shared/iemocap-format.md``: tab-separated evaluation blocks
+The release's formats and quirks handled here: tab-separated evaluation blocks
 with categorical ``C-`` vote lines, transcription lines ``UTT [s-e]: text``, forced-alignment ``.wdseg``
 tables in 10 ms frames, Windows line endings and macOS ``._*`` resource forks.
 """
@@ -8,12 +8,12 @@ tables in 10 ms frames, Windows line endings and macOS ``._*`` resource forks.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmfer.corpora.labels import CATEGORY_CODES, LabelPolicy, keep_labelled, parse_policy
-from mmfer.corpora.schema import Corpus, to_table
+from mmfer.corpora.base import ProblemLog, finish, register_reader
+from mmfer.corpora.labels import CATEGORY_CODES, LabelPolicy, parse_policy
+from mmfer.corpora.schema import Corpus
 from mmfer.corpora.text import align_word, clean_text, is_noise_only, words_of
 from mmfer.errors import CorpusError
 
@@ -52,7 +52,7 @@ class Turn:
     votes: list[str] = field(default_factory=list)
 
 
-def parse_evaluation(path: Path, problems: list[str], strict: bool = False) -> list[Turn]:
+def parse_evaluation(path: Path, log: ProblemLog) -> list[Turn]:
     """Turns of one ``EmoEvaluation/<dialog>.txt`` with their categorical votes."""
     turns: list[Turn] = []
     current: Turn | None = None
@@ -65,8 +65,8 @@ def parse_evaluation(path: Path, problems: list[str], strict: bool = False) -> l
         if line.startswith("["):
             m = TURN.match(line)
             if not m:
-                _problem(problems, strict, "malformed evaluation line (expected "
-                         "'[start - end]<TAB>utterance<TAB>label<TAB>[V, A, D]')", path, n)
+                log.problem("malformed evaluation line (expected "
+                            "'[start - end]<TAB>utterance<TAB>label<TAB>[V, A, D]')", path, n)
                 current = None
                 continue
             s, e, utt, label, v, a, d = m.groups()
@@ -75,7 +75,7 @@ def parse_evaluation(path: Path, problems: list[str], strict: bool = False) -> l
         elif line.startswith("C-") and current is not None:
             _, sep, rest = line.partition(":")
             if not sep:
-                _problem(problems, strict, "malformed vote line (expected 'C-<evaluator>: Cat; ...')", path, n)
+                log.problem("malformed vote line (expected 'C-<evaluator>: Cat; ...')", path, n)
                 continue
             cats = rest.split("(", 1)[0]
             for cat in cats.split(";"):
@@ -86,8 +86,7 @@ def parse_evaluation(path: Path, problems: list[str], strict: bool = False) -> l
     return turns
 
 
-def parse_transcriptions(path: Path, wanted: set[str], problems: list[str], strict: bool = False
-                         ) -> dict[str, str]:
+def parse_transcriptions(path: Path, wanted: set[str], log: ProblemLog) -> dict[str, str]:
     """``utt -> raw text`` for annotated utterances; other lines (``M: [LAUGHTER]``, ``..._MXX0``) skip."""
     out: dict[str, str] = {}
     for n, line in enumerate(_lines(path), start=1):
@@ -101,8 +100,7 @@ def parse_transcriptions(path: Path, wanted: set[str], problems: list[str], stri
             continue
         first = line.split(maxsplit=1)[0]
         if first in wanted:  # an annotated utterance whose line is broken: worth reporting
-            _problem(problems, strict, "malformed transcription line (expected 'UTT [start-end]: text')",
-                     path, n)
+            log.problem("malformed transcription line (expected 'UTT [start-end]: text')", path, n)
     return out
 
 
@@ -135,13 +133,6 @@ def parse_wdseg(path: Path) -> tuple[list[str], list[float], list[float]]:
     return words, starts, ends
 
 
-def _problem(problems: list[str], strict: bool, message: str, path: Path, line: int | None = None) -> None:
-    err = CorpusError(message, path, line)
-    if strict:
-        raise err
-    problems.append(str(err))
-
-
 def speaker_of(utt_id: str) -> tuple[str, str]:
     """(speaker, gender): the session plus the gender letter of the id's *last* part."""
     m = UTT_ID.match(utt_id)
@@ -161,8 +152,7 @@ def read_iemocap(root: str | Path, labels: str | dict | LabelPolicy | None = "4c
     if not sessions:
         raise CorpusError("not an IEMOCAP_full_release folder: no Session1..Session5 inside", root)
     policy = labels if isinstance(labels, LabelPolicy) else parse_policy(labels or "4class")
-    problems: list[str] = []
-    dropped: Counter = Counter()
+    log = ProblemLog(strict)
     rows: list[dict] = []
     for sdir in sessions:
         eval_dir = sdir / "dialog" / "EmoEvaluation"
@@ -173,44 +163,35 @@ def read_iemocap(root: str | Path, labels: str | dict | LabelPolicy | None = "4c
                                   "EmoEvaluation and SessionN/dialog/transcriptions)", folder)
         for eval_file in _visible_txt(eval_dir):
             dialog = eval_file.stem
-            turns = parse_evaluation(eval_file, problems, strict)
+            turns = parse_evaluation(eval_file, log)
             ids = {t.utt_id for t in turns}
             trans_file = trans_dir / eval_file.name
             if trans_file.is_file():
-                texts = parse_transcriptions(trans_file, ids, problems, strict)
+                texts = parse_transcriptions(trans_file, ids, log)
             else:
-                _problem(problems, strict, "transcription file missing for this dialog", trans_file)
+                log.problem("transcription file missing for this dialog", trans_file)
                 texts = {}
             for t in turns:
-                row = _row(root, sdir, dialog, t, texts.get(t.utt_id), problems, strict, dropped)
+                row = _row(sdir, dialog, t, texts.get(t.utt_id), log)
                 if row is not None:
                     rows.append(row)
-    parsed = len(rows) + sum(dropped.values())
-    kept = keep_labelled(rows, policy, dropped)
-    missing_alignment = sum(1 for r in kept if r["word_start"] is None)
-    table = to_table(kept)
-    return Corpus(
-        name="iemocap", root=str(root), table=table, modalities=("audio", "text"),
-        labels=sorted(table["label"].unique()), policy=policy.name, parsed=parsed, dropped=dropped,
-        missing_alignment=missing_alignment, problems=problems,
-    )
+    return finish("iemocap", root, rows, policy, log, ("audio", "text"),
+                  {"word_times": True, "dialogues": True, "sessions": True})
 
 
-def _row(root: Path, sdir: Path, dialog: str, t: Turn, raw_text: str | None, problems: list[str],
-         strict: bool, dropped: Counter) -> dict | None:
-    """One table row, or None (counted in ``dropped``) when the utterance cannot be used."""
+def _row(sdir: Path, dialog: str, t: Turn, raw_text: str | None, log: ProblemLog) -> dict | None:
+    """One table row, or None (counted in the log's drops) when the utterance cannot be used."""
     try:
         speaker, gender = speaker_of(t.utt_id)
     except ValueError:
-        _problem(problems, strict, f"utterance id {t.utt_id!r} does not look like Ses01F_impro01_M003",
-                 sdir / "dialog" / "EmoEvaluation" / f"{dialog}.txt")
-        dropped["bad_id"] += 1
+        log.problem(f"utterance id {t.utt_id!r} does not look like Ses01F_impro01_M003",
+                    sdir / "dialog" / "EmoEvaluation" / f"{dialog}.txt", drop="bad_id")
         return None
     if raw_text is None:
-        dropped["missing_transcript"] += 1
+        log.drop("missing_transcript")
         return None
     if is_noise_only(raw_text):
-        dropped["noise_only"] += 1
+        log.drop("noise_only")
         return None
     text = clean_text(raw_text)
     words, starts, ends = words_of(text), None, None
@@ -219,9 +200,9 @@ def _row(root: Path, sdir: Path, dialog: str, t: Turn, raw_text: str | None, pro
         try:
             aligned, s, e = parse_wdseg(wdseg)
         except CorpusError as err:
-            if strict:
+            if log.strict:
                 raise
-            problems.append(f"{err} (utterance kept without word times)")
+            log.problems.append(f"{err} (utterance kept without word times)")
         else:
             if aligned:
                 words, starts, ends = aligned, s, e
@@ -229,9 +210,25 @@ def _row(root: Path, sdir: Path, dialog: str, t: Turn, raw_text: str | None, pro
     method = "impro" if "impro" in dialog_part else "script" if "script" in dialog_part else ""
     return {
         "utt_id": t.utt_id, "corpus": "iemocap", "session": t.utt_id[:5], "speaker": speaker,
-        "gender": gender, "dialog": dialog, "method": method, "start": t.start, "end": t.end,
+        "gender": gender, "dialog": dialog, "turn": float("nan"), "split": "", "method": method,
+        "start": t.start, "end": t.end,
         "transcript": raw_text, "text": text, "words": words, "word_start": starts, "word_end": ends,
         "label_raw": t.label, "label": None, "votes": t.votes, "valence": t.vad[0],
         "activation": t.vad[1], "dominance": t.vad[2],
         "audio": str(sdir / "sentences" / "wav" / dialog / f"{t.utt_id}.wav"),
     }
+
+
+class IemocapReader:
+    """``--corpus iemocap``: a folder with Session1..Session5 in the release layout."""
+
+    name = "iemocap"
+
+    def detect(self, path: Path) -> bool:
+        return Path(path).is_dir() and is_iemocap_root(Path(path))
+
+    def read(self, path: str | Path, labels: str | dict | LabelPolicy | None = None, strict: bool = False) -> Corpus:
+        return read_iemocap(path, labels or "4class", strict=strict)
+
+
+register_reader(IemocapReader())

@@ -8,17 +8,23 @@ Columns (case-insensitive; aliases in brackets):
   speaker [spk, speaker_id]                         required (folds are speaker-independent)
   session [fold, group]                             optional: leave-one-session-out when present
   gender [sex]                                      optional: F/M (female/male accepted)
+  dialogue [dialog, conversation, dialogue_id]      optional: utterances of one conversation
+  turn [utterance_index, position]                  optional: order inside the dialogue
+  start, end                                        optional: seconds or HH:MM:SS,mmm (order when no turn)
+  split [partition, subset]                         optional: train/dev/test (the fixed-split protocol)
 At least one of audio/text must be present; the corpus then has only that modality.
 """
 
 from __future__ import annotations
 
 import csv
-from collections import Counter
+import math
+import re
 from pathlib import Path
 
-from mmfer.corpora.labels import LabelPolicy, keep_labelled, parse_policy
-from mmfer.corpora.schema import Corpus, to_table
+from mmfer.corpora.base import ProblemLog, finish, register_reader
+from mmfer.corpora.labels import LabelPolicy, parse_policy
+from mmfer.corpora.schema import Corpus
 from mmfer.corpora.text import clean_text, is_noise_only, words_of
 from mmfer.errors import CorpusError
 
@@ -30,7 +36,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "speaker": ("speaker", "spk", "speaker_id"),
     "session": ("session", "fold", "group"),
     "gender": ("gender", "sex"),
+    "dialogue": ("dialogue", "dialog", "conversation", "dialogue_id"),
+    "turn": ("turn", "utterance_index", "position"),
+    "start": ("start", "start_time"),
+    "end": ("end", "end_time"),
+    "split": ("split", "partition", "subset"),
 }
+SPLITS = {"train": "train", "dev": "dev", "val": "dev", "valid": "dev", "validation": "dev", "test": "test"}
+TIME = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:[.,]\d+)?)$")
 GENDERS = {"f": "F", "female": "F", "w": "F", "woman": "F", "m": "M", "male": "M", "man": "M"}
 
 
@@ -52,11 +65,25 @@ def _columns(header: list[str], path: Path) -> dict[str, str]:
     return found
 
 
+def seconds(value: str) -> float:
+    """'12.5', '00:16:16,059' or '16:16.059' -> seconds; '' -> NaN; anything else raises ValueError."""
+    value = value.strip()
+    if not value:
+        return math.nan
+    m = TIME.match(value)
+    if m:
+        h, mnt, sec = m.groups()
+        return int(h or 0) * 3600 + int(mnt) * 60 + float(sec.replace(",", "."))
+    return float(value)
+
+
 def read_manifest(path: str | Path, labels: str | dict | LabelPolicy | None = None,
                   strict: bool = False) -> Corpus:
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise CorpusError("manifest file not found", path)
+    log = ProblemLog(strict)
+    rows: list[dict] = []
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         try:
@@ -66,29 +93,34 @@ def read_manifest(path: str | Path, labels: str | dict | LabelPolicy | None = No
         cols = _columns(header, path)
         index = {canon: header.index(name) for canon, name in cols.items()}
         modalities = tuple(m for m in ("audio", "text") if m in cols)
-        problems: list[str] = []
-        dropped: Counter = Counter()
-        rows: list[dict] = []
         seen: set[str] = set()
         for line_no, values in enumerate(reader, start=2):
             if not any(v.strip() for v in values):
                 continue
             if len(values) != len(header):
-                _bad(problems, strict, dropped, f"{len(values)} fields where the header has {len(header)}",
-                     path, line_no)
+                log.problem(f"{len(values)} fields where the header has {len(header)}", path, line_no, "bad_row")
                 continue
             get = {c: values[i].strip() for c, i in index.items()}
             empty = [c for c in ("id", "label", "speaker", *modalities) if not get.get(c)]
             if empty:
-                _bad(problems, strict, dropped, f"empty {', '.join(empty)}", path, line_no)
+                log.problem(f"empty {', '.join(empty)}", path, line_no, "bad_row")
                 continue
             if get["id"] in seen:
-                _bad(problems, strict, dropped, f"duplicate id {get['id']!r}", path, line_no)
+                log.problem(f"duplicate id {get['id']!r}", path, line_no, "bad_row")
+                continue
+            try:
+                turn, start, end = (seconds(get.get(c, "")) for c in ("turn", "start", "end"))
+            except ValueError:
+                log.problem("turn/start/end must be numbers (start/end may be HH:MM:SS,mmm)", path, line_no, "bad_row")
+                continue
+            split = get.get("split", "").lower()
+            if "split" in cols and split not in SPLITS:
+                log.problem(f"split {split!r} is not one of train/dev/test", path, line_no, "bad_row")
                 continue
             seen.add(get["id"])
             raw_text = get.get("text", "")
             if "text" in modalities and is_noise_only(raw_text):
-                dropped["noise_only"] += 1
+                log.drop("noise_only")
                 continue
             text = clean_text(raw_text)
             audio = ""
@@ -97,27 +129,30 @@ def read_manifest(path: str | Path, labels: str | dict | LabelPolicy | None = No
             rows.append({
                 "utt_id": get["id"], "corpus": "manifest", "session": get.get("session", ""),
                 "speaker": get["speaker"], "gender": GENDERS.get(get.get("gender", "").lower(), ""),
-                "dialog": "", "method": "", "start": float("nan"), "end": float("nan"),
+                "dialog": get.get("dialogue", ""), "turn": turn, "split": SPLITS.get(split, ""),
+                "method": "", "start": start, "end": end,
                 "transcript": raw_text, "text": text, "words": words_of(text), "word_start": None,
                 "word_end": None, "label_raw": get["label"], "label": None, "votes": [],
                 "valence": float("nan"), "activation": float("nan"), "dominance": float("nan"),
                 "audio": audio,
             })
-    parsed = len(rows) + sum(dropped.values())
     policy = labels if isinstance(labels, LabelPolicy) else parse_policy(
         labels, sorted({r["label_raw"] for r in rows}))
-    kept = keep_labelled(rows, policy, dropped)
-    table = to_table(kept)
-    return Corpus(
-        name="manifest", root=str(path), table=table, modalities=modalities,
-        labels=sorted(table["label"].unique()), policy=policy.name, parsed=parsed, dropped=dropped,
-        missing_alignment=len(kept), problems=problems,
-    )
+    ordered = "dialogue" in cols and ("turn" in cols or "start" in cols)
+    return finish("manifest", path, rows, policy, log, modalities,
+                  {"dialogues": ordered, "sessions": "session" in cols, "splits": "split" in cols})
 
 
-def _bad(problems: list[str], strict: bool, dropped: Counter, message: str, path: Path, line: int) -> None:
-    err = CorpusError(message, path, line)
-    if strict:
-        raise err
-    problems.append(str(err))
-    dropped["bad_row"] += 1
+class ManifestReader:
+    """``--corpus manifest``: a CSV file with one row per utterance."""
+
+    name = "manifest"
+
+    def detect(self, path: Path) -> bool:
+        return Path(path).is_file() and Path(path).suffix.lower() == ".csv"
+
+    def read(self, path: str | Path, labels: str | dict | LabelPolicy | None = None, strict: bool = False) -> Corpus:
+        return read_manifest(path, labels, strict=strict)
+
+
+register_reader(ManifestReader())

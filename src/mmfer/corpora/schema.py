@@ -21,7 +21,9 @@ COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "session": (pa.string(), "recording session (Ses01..Ses05); '' when the corpus has none"),
     "speaker": (pa.string(), "speaker id (IEMOCAP: session + gender letter of the utterance id, Ses01M)"),
     "gender": (pa.string(), "'F', 'M' or '' when unknown"),
-    "dialog": (pa.string(), "dialog id (Ses01F_impro01); '' when the corpus has none"),
+    "dialog": (pa.string(), "dialog (dialogue) id (Ses01F_impro01); '' when the corpus has none"),
+    "turn": (pa.float64(), "position of the utterance in its dialog (NaN when unknown; start orders then)"),
+    "split": (pa.string(), "'train', 'dev', 'test' for a corpus with a fixed split, else ''"),
     "method": (pa.string(), "'impro', 'script' or '' when unknown"),
     "start": (pa.float64(), "start time of the turn inside its dialog, seconds (NaN when unknown)"),
     "end": (pa.float64(), "end time of the turn inside its dialog, seconds (NaN when unknown)"),
@@ -57,6 +59,10 @@ class Corpus:
     dropped: Counter = field(default_factory=Counter)
     missing_alignment: int = 0
     problems: list[str] = field(default_factory=list)
+    capabilities: dict[str, bool] = field(default_factory=dict)  # see corpora.base.CAPABILITIES
+
+    def has(self, capability: str) -> bool:
+        return bool(self.capabilities.get(capability, False))
 
     def require(self, modalities: tuple[str, ...] | list[str], what: str) -> None:
         """Refuse (clearly) a model or stage that needs a modality this corpus lacks."""
@@ -81,6 +87,7 @@ class Corpus:
             "dropped": dict(sorted(self.dropped.items())),
             "missing_alignment": self.missing_alignment,
             "problems": self.problems,
+            "capabilities": self.capabilities,
         }
 
 
@@ -123,4 +130,5 @@ def load(path: str | Path) -> Corpus:
         dropped=Counter(meta.get("dropped", {})),
         missing_alignment=meta.get("missing_alignment", 0),
         problems=meta.get("problems", []),
+        capabilities=meta.get("capabilities", {}),
     )

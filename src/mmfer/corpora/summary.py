@@ -41,7 +41,7 @@ def render(corpus: Corpus) -> str:
     lines += _table("speaker", s["speakers"], s["kept"])
     if s["dropped"]:
         lines += _table("dropped because", s["dropped"], sum(s["dropped"].values()))
-    if "text" in corpus.modalities and corpus.name == "iemocap":
+    if "text" in corpus.modalities and corpus.has("word_times"):
         lines.append(f"without forced alignment (no word times): {s['missing_alignment']}")
     if corpus.problems:
         lines.append(f"\n{len(corpus.problems)} problem(s) skipped (first 10):")

@@ -1,4 +1,5 @@
-"""Frame-level acoustic low-level descriptors (LLDs) with openSMILE, one row per 10 ms frame."""
+"""openSMILE extractors: frame-level low-level descriptors (one row per 10 ms frame) and utterance-level
+functionals (one vector per utterance), from audio of any format."""
 
 from __future__ import annotations
 
@@ -7,42 +8,77 @@ from pathlib import Path
 
 import numpy as np
 
+from mmfer.errors import MmferError
 from mmfer.features.audio import SAMPLE_RATE, load_audio
+from mmfer.features.base import register_extractor
 
-FEATURE_SETS = {"compare": ("ComParE_2016", 65), "egemaps": ("eGeMAPSv02", 25)}
+# config name -> (openSMILE feature set, LLDs per frame, functionals per utterance)
+FEATURE_SETS = {"compare": ("ComParE_2016", 65, 6373), "egemaps": ("eGeMAPSv02", 25, 88)}
+HOP_SECONDS = 0.01  # openSMILE's LLD frame step for both feature sets
 
 
-class AcousticExtractor:
-    """ComParE_2016 LLDs (65 per frame, default) or eGeMAPSv02 LLDs (25) from audio of any format."""
-
-    kind = "acoustic"
+class _OpenSmile:
+    family = ""
+    stream = ""
+    input = "audio"
+    level = ""
+    hop_seconds: float | None = None
 
     def __init__(self, name: str = "compare"):
         if name not in FEATURE_SETS:
-            from mmfer.errors import MmferError
-
             raise MmferError(f"unknown acoustic feature set {name!r}; choose {' or '.join(FEATURE_SETS)}")
         self.name = name
-        self.feature_set, self.dim = FEATURE_SETS[name]
+        self.feature_set = FEATURE_SETS[name][0]
+        self.dim = FEATURE_SETS[name][2 if self.hop_seconds is None else 1]
+
+    @classmethod
+    def from_settings(cls, settings: dict):
+        return cls(settings["name"])
+
+    @classmethod
+    def from_config(cls, features):
+        return cls(features.acoustic)
 
     @cached_property
     def smile(self):
         import opensmile
 
         return opensmile.Smile(getattr(opensmile.FeatureSet, self.feature_set),
-                               opensmile.FeatureLevel.LowLevelDescriptors)
+                               getattr(opensmile.FeatureLevel, self.level))
 
     def settings(self) -> dict:
         import opensmile
 
-        return {"kind": self.kind, "name": self.name, "feature_set": self.feature_set,
-                "level": "LowLevelDescriptors", "opensmile": opensmile.__version__, "sample_rate": SAMPLE_RATE,
-                "hop_seconds": 0.01, "dim": self.dim, "dtype": "float32"}
+        return {"kind": self.stream, "extractor": self.family, "name": self.name, "feature_set": self.feature_set,
+                "level": self.level, "opensmile": opensmile.__version__, "sample_rate": SAMPLE_RATE,
+                "hop_seconds": self.hop_seconds, "dim": self.dim, "dtype": "float32"}
 
-    def from_signal(self, x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-        frames = self.smile.process_signal(x, sr).to_numpy(dtype=np.float32)
-        return np.nan_to_num(frames, nan=0.0, posinf=0.0, neginf=0.0)
+    def extract(self, x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+        """[rows, dim] float32; non-finite values (openSMILE's on silence) become 0."""
+        rows = self.smile.process_signal(x, sr).to_numpy(dtype=np.float32)
+        return np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
 
     def __call__(self, audio_path: str | Path) -> np.ndarray:
-        """[frames, dim] float32; raises AudioError for audio that cannot be used."""
-        return self.from_signal(load_audio(audio_path))
+        """Raises AudioError for audio that cannot be used."""
+        return self.extract(load_audio(audio_path))
+
+
+@register_extractor
+class AcousticExtractor(_OpenSmile):
+    """ComParE_2016 LLDs (65 per frame, default) or eGeMAPSv02 LLDs (25). Values reach ~7e6: float32."""
+
+    family = "opensmile-lld"
+    stream = "acoustic"
+    level = "LowLevelDescriptors"
+    hop_seconds = HOP_SECONDS
+
+
+@register_extractor
+class FunctionalsExtractor(_OpenSmile):
+    """ComParE_2016 functionals (6,373 per utterance) or eGeMAPSv02 functionals (88): the 'global' view
+    of the voice that the strong linear baselines use."""
+
+    family = "opensmile-functionals"
+    stream = "functionals"
+    level = "Functionals"
+    hop_seconds = None

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mmfer.errors import MmferError
+from mmfer.features.base import register_extractor
 
 MAX_WORDS_PER_PASS = 120  # keeps every word inside the encoder's 512-token window
 
@@ -38,8 +39,22 @@ def make_encoder(spec: str = "minilm", device: str = "cpu"):
     return TransformerEncoder(spec, name=spec, device=device)  # maybe in the local HF cache
 
 
-class TransformerEncoder:
-    kind = "lexical"
+class _WordExtractor:
+    stream = "lexical"
+    input = "words"
+    hop_seconds = None  # one row per word, not per time step
+
+    @classmethod
+    def from_config(cls, features):
+        return make_encoder(features.lexical)
+
+    def extract(self, words: list[str]) -> np.ndarray:
+        return self.encode([words])[0]
+
+
+@register_extractor
+class TransformerEncoder(_WordExtractor):
+    family = "transformer"
 
     def __init__(self, source: str | Path, name: str, device: str = "cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -61,6 +76,10 @@ class TransformerEncoder:
                              "sub-word pieces back to words")
         self.device = device
         self.dim = int(self.config.hidden_size)
+
+    @classmethod
+    def from_settings(cls, settings: dict):
+        return make_encoder("minilm" if settings["name"] == "minilm" else settings["source"])
 
     def _unavailable(self, err: Exception) -> MmferError:
         return MmferError(
@@ -84,7 +103,8 @@ class TransformerEncoder:
 
         cfg = Path(self.source) / "config.json"
         digest = hashlib.sha1(cfg.read_bytes()).hexdigest()[:12] if cfg.is_file() else ""
-        return {"kind": self.kind, "name": self.name, "source": self.source, "config_sha1": digest,
+        return {"kind": self.stream, "extractor": self.family, "name": self.name, "source": self.source,
+                "config_sha1": digest,
                 "transformers": transformers.__version__, "pooling": "mean of sub-word pieces per word",
                 "layer": "last hidden state", "dim": self.dim, "dtype": "float16"}
 
@@ -115,10 +135,11 @@ class TransformerEncoder:
         return [np.concatenate(o) if o else np.zeros((0, self.dim), np.float32) for o in outs]
 
 
-class StaticVectors:
+@register_extractor
+class StaticVectors(_WordExtractor):
     """GloVe (``word v1 .. vD``) or word2vec text (first line ``N D``) vectors; unknown words get zeros."""
 
-    kind = "lexical"
+    family = "static-vectors"
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -145,9 +166,14 @@ class StaticVectors:
         self.dim = int(dim)
         self.name = self.path.stem
 
+    @classmethod
+    def from_settings(cls, settings: dict):
+        return cls(Path(settings["source"]))
+
     def settings(self) -> dict:
         digest = hashlib.sha1(self.path.read_bytes()).hexdigest()[:12]
-        return {"kind": self.kind, "name": self.name, "source": str(self.path), "sha1": digest,
+        return {"kind": self.stream, "extractor": self.family, "name": self.name, "source": str(self.path),
+                "sha1": digest,
                 "dim": self.dim, "dtype": "float16"}
 
     def encode(self, batch: list[list[str]]) -> list[np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -14,12 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mmfer.config import FeatureConfig
 from mmfer.corpora import Corpus, read_corpus
 from mmfer.corpora import save as save_corpus
 from mmfer.errors import MmferError
-from mmfer.features.acoustic import AcousticExtractor
 from mmfer.features.audio import AudioError
-from mmfer.features.lexical import make_encoder
+from mmfer.features.base import extractor_for, extractor_from_settings
 from mmfer.features.store import (
     STORE_VERSION,
     feature_dir_name,
@@ -29,8 +30,9 @@ from mmfer.features.store import (
     write_shard,
 )
 from mmfer.io import read_json, write_json
+from mmfer.streams import stream
 
-LEXICAL_BATCH = 64
+WORDS_BATCH = 64
 
 
 @dataclass
@@ -51,8 +53,13 @@ def corpus_digest(corpus: Corpus) -> str:
 
 
 def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None, labels: str | None = None,
-            acoustic: str = "compare", lexical: str = "minilm", workers: int = 0, shard_size: int = 64,
-            strict: bool = False, progress: bool = True, warn=print) -> PrepareResult:
+            features: FeatureConfig | None = None, strict: bool = False, progress: bool = True,
+            warn=print, **overrides) -> PrepareResult:
+    """Extract every stream of ``features.streams`` whose modality the corpus has, one folder each.
+
+    ``overrides`` are ``features`` fields (``workers=2``, ``acoustic="egemaps"``, ...).
+    """
+    features = FeatureConfig.model_validate({**(features or FeatureConfig()).model_dump(), **overrides})
     out = Path(out).expanduser().resolve()
     c = read_corpus(corpus_path, corpus, labels)
     for p in c.problems:
@@ -64,23 +71,24 @@ def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None,
     digest = corpus_digest(c)
     ids = c.table["utt_id"].tolist()
     result = PrepareResult(out)
-    features: dict[str, str] = {}
-    n_workers = workers or os.cpu_count() or 1
-    if "audio" in c.modalities:
-        ext = AcousticExtractor(acoustic)
+    folders: dict[str, str] = {}
+    n_workers = features.workers or os.cpu_count() or 1
+    audio = dict(zip(ids, c.table["audio"]))
+    words = dict(zip(ids, c.table["words"]))
+    for name in features.streams:
+        if stream(name).derived_from or stream(name).modality not in c.modalities:
+            continue
+        ext = extractor_for(name, features)
         settings = {**ext.settings(), "corpus": digest}
-        audio = dict(zip(ids, c.table["audio"]))
-        features["acoustic"] = _run(out, settings, ids, shard_size, progress, result, _acoustic_task,
-                                    lambda chunk: (ext.name, chunk, [audio[u] for u in chunk]), n_workers)
-    if "text" in c.modalities:
-        enc = make_encoder(lexical)
-        settings = {**enc.settings(), "corpus": digest}
-        words = dict(zip(ids, c.table["words"]))
-        features["lexical"] = _run(out, settings, ids, shard_size, progress, result, partial(_lexical_task, enc),
-                                   lambda chunk: (chunk, [list(words[u]) for u in chunk]), 1)
+        if ext.input == "audio":
+            folders[name] = _run(out, settings, ids, features.shard_size, progress, result, _audio_task,
+                                 partial(_audio_args, settings, audio), n_workers)
+        else:
+            folders[name] = _run(out, settings, ids, features.shard_size, progress, result,
+                                 partial(_words_task, ext), partial(_words_args, words), 1)
     write_errors(out / "errors.csv", result.errors)
     write_json(out / "store.json", {"store_version": STORE_VERSION, "corpus": c.meta(), "corpus_digest": digest,
-                                    "features": features})
+                                    "features": folders})
     failed = {e[0] for e in result.errors}
     if all(u in failed for u in ids):
         raise MmferError(f"no utterance could be extracted; see {out / 'errors.csv'}")
@@ -130,11 +138,21 @@ def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: b
     return name
 
 
-_EXTRACTORS: dict[str, AcousticExtractor] = {}
+_EXTRACTORS: dict[str, object] = {}
 
 
-def _acoustic_task(name: str, ids: list[str], paths: list[str]):
-    ext = _EXTRACTORS.setdefault(name, AcousticExtractor(name))  # one openSMILE instance per process
+def _audio_args(settings: dict, audio: dict[str, str], chunk: list[str]) -> tuple:
+    return settings, chunk, [audio[u] for u in chunk]
+
+
+def _words_args(words: dict, chunk: list[str]) -> tuple:
+    return chunk, [list(words[u]) for u in chunk]
+
+
+def _audio_task(settings: dict, ids: list[str], paths: list[str]):
+    """One chunk of an audio extractor; rebuilt from its settings once per (worker) process."""
+    key = json.dumps(settings, sort_keys=True)
+    ext = _EXTRACTORS.get(key) or _EXTRACTORS.setdefault(key, extractor_from_settings(settings))
     arrays: list[np.ndarray | None] = []
     errors: dict[str, str] = {}
     for u, p in zip(ids, paths):
@@ -149,12 +167,12 @@ def _acoustic_task(name: str, ids: list[str], paths: list[str]):
     return arrays, errors
 
 
-def _lexical_task(enc, ids: list[str], words: list[list[str]]):
+def _words_task(enc, ids: list[str], words: list[list[str]]):
     """Encode in batches of similar length (less padding), results back in the shard's order."""
     order = sorted(range(len(ids)), key=lambda i: len(words[i]))
     arrays: list[np.ndarray | None] = [None] * len(ids)
-    for k in range(0, len(order), LEXICAL_BATCH):
-        chunk = order[k:k + LEXICAL_BATCH]
+    for k in range(0, len(order), WORDS_BATCH):
+        chunk = order[k:k + WORDS_BATCH]
         for i, vecs in zip(chunk, enc.encode([words[i] for i in chunk])):
             arrays[i] = vecs
     return arrays, {}

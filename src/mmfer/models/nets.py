@@ -1,7 +1,9 @@
-"""The named models: unimodal ``audio``/``text``, fused ``mmmf`` (GMU), ``concat`` and ``late``.
+"""The model every registry entry builds: one encoder per input stream, one vector per modality, a
+fusion head (see models.registry for the names and models.fusion for the heads).
 
-Every forward returns a dict with ``logits`` and what the analysis draws: ``attention`` per feature kind
-([B, heads, T], zero on padding) and, for mmmf, the gate ``z`` ([B, dim]) and its mean ``gate`` ([B]).
+Every forward returns a dict with ``logits`` and what the analysis draws: ``attention`` per sequence
+stream ([B, heads, T], zero on padding) and, for a gated fusion, the gate ``z`` ([B, dim]) and its mean
+``gate`` ([B]).
 """
 
 from __future__ import annotations
@@ -11,29 +13,14 @@ from torch import nn
 
 from mmfer.config import ModelConfig
 from mmfer.models.blstm import BLSTM
-from mmfer.models.fusion import GMU, ConcatFusion
+from mmfer.models.fusion import FUSIONS
 from mmfer.models.pooling import make_pooling
-
-MODELS = {
-    "audio": ("acoustic",),
-    "text": ("lexical",),
-    "mmmf": ("acoustic", "lexical"),
-    "concat": ("acoustic", "lexical"),
-    "late": ("acoustic", "lexical"),
-}
-MODALITY = {"acoustic": "audio", "lexical": "text"}
-
-
-def kinds_of(model: str) -> tuple[str, ...]:
-    if model not in MODELS:
-        from mmfer.errors import MmferError
-
-        raise MmferError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[model]
+from mmfer.models.registry import get_model
+from mmfer.streams import stream
 
 
 class Encoder(nn.Module):
-    """Input dropout -> BLSTM -> pooling head: one modality's frames/words -> one utterance vector."""
+    """Input dropout -> BLSTM -> pooling head: one stream's frames/words -> one utterance vector."""
 
     def __init__(self, input_dim: int, cfg: ModelConfig):
         super().__init__()
@@ -47,39 +34,57 @@ class Encoder(nn.Module):
         return self.pool(h, mask)
 
 
+class VectorEncoder(nn.Module):
+    """One vector per utterance (functionals, dialogue context): dropout -> low-rank linear map -> tanh.
+
+    High-dimensional inputs over few utterances over-fit easily: the rank bottleneck (``vector_dim``)
+    and the input dropout are the regularisers.
+    """
+
+    def __init__(self, input_dim: int, cfg: ModelConfig):
+        super().__init__()
+        self.input_dropout = nn.Dropout(cfg.vector_dropout)
+        self.proj = nn.Linear(input_dim, cfg.vector_dim)
+        self.output_dim = cfg.vector_dim
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return torch.tanh(self.proj(self.input_dropout(x[:, 0]))), None
+
+
+class ModalityJoin(nn.Module):
+    """Several streams of one modality -> one vector: concatenation (the GMU fuses *across* modalities)."""
+
+    def __init__(self, dims: list[int]):
+        super().__init__()
+        self.output_dim = sum(dims)
+
+    def forward(self, vectors: list[torch.Tensor]) -> torch.Tensor:
+        return vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=-1)
+
+
 class EmotionModel(nn.Module):
     def __init__(self, name: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig):
         super().__init__()
+        self.spec = get_model(name)
         self.name = name
         self.n_classes = n_classes
-        self.kinds = kinds_of(name)
-        self.encoders = nn.ModuleDict({k: Encoder(dims[k], cfg) for k in self.kinds})
+        self.kinds = self.spec.streams
+        self.encoders = nn.ModuleDict({k: (Encoder if stream(k).sequence else VectorEncoder)(dims[k], cfg)
+                                       for k in self.kinds})
         self.dropout = nn.Dropout(cfg.dropout)
-        if name in ("audio", "text"):
-            self.classifier = nn.Linear(self.encoders[self.kinds[0]].output_dim, n_classes)
-        elif name in ("mmmf", "concat"):
-            fusion = GMU if name == "mmmf" else ConcatFusion
-            self.fusion = fusion(self.encoders["acoustic"].output_dim, self.encoders["lexical"].output_dim,
-                                 cfg.fusion_dim)
-            self.classifier = nn.Linear(cfg.fusion_dim, n_classes)
-        else:  # late: one classifier per modality, logits averaged
-            self.heads = nn.ModuleDict({k: nn.Linear(self.encoders[k].output_dim, n_classes) for k in self.kinds})
+        self.by_modality = {m: [k for k in self.kinds if stream(k).modality == m] for m in self.spec.modalities}
+        self.joins = {m: ModalityJoin([self.encoders[k].output_dim for k in ks]) for m, ks in self.by_modality.items()}
+        self.head = FUSIONS[self.spec.fusion]({m: j.output_dim for m, j in self.joins.items()}, n_classes, cfg)
 
     def forward(self, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> dict:
         pooled, attention = {}, {}
         for k, enc in self.encoders.items():
-            pooled[k], attention[k] = enc(inputs[k], lengths[k])
-        out: dict = {"attention": attention}
-        if self.name in ("audio", "text"):
-            out["logits"] = self.classifier(self.dropout(pooled[self.kinds[0]]))
-        elif self.name == "late":
-            out["logits"] = sum(self.heads[k](self.dropout(pooled[k])) for k in self.kinds) / len(self.kinds)
-        else:
-            fused, z = self.fusion(pooled["acoustic"], pooled["lexical"])
-            out["logits"] = self.classifier(self.dropout(fused))
-            if z is not None:
-                out["z"] = z
-                out["gate"] = z.mean(dim=-1)
+            pooled[k], att = enc(inputs[k], lengths[k])
+            if att is not None:
+                attention[k] = att
+        by_modality = {m: self.joins[m]([pooled[k] for k in ks]) for m, ks in self.by_modality.items()}
+        out = self.head(by_modality, self.dropout)
+        out["attention"] = attention
         return out
 
 

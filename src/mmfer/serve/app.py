@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from mmfer.errors import MmferError
+from mmfer.features.audio import SAMPLE_RATE
 
 ACCEPTED = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg"}
 
@@ -43,8 +44,8 @@ def pictures(result: dict, signal) -> dict:
             starts = [w["start"] for w in words]
             ends = [w["end"] for w in words]
         out["frame_attention"] = _png(plots.frame_attention(
-            signal, 16000, result["frames"]["attention"], result["frames"]["seconds_per_step"], names, starts, ends,
-            "frame attention over the waveform (word positions approximate)"))
+            signal, SAMPLE_RATE, result["frames"]["attention"], result["frames"]["seconds_per_step"], names, starts,
+            ends, "frame attention over the waveform (word positions approximate)"))
     if words:
         out["word_attention"] = _png(plots.word_attention([w["word"] for w in words],
                                                           [w["attention"] for w in words], "word attention"))
@@ -104,7 +105,7 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
                 signal = load_audio(path)
             except AudioError as err:
                 raise BadInput(422, f"cannot use this audio: {err.reason}") from None
-        if len(signal) / 16000 > max_seconds:
+        if len(signal) / SAMPLE_RATE > max_seconds:
             raise BadInput(413, f"audio longer than {max_seconds:.0f} s")
         try:
             result = await run_in_threadpool(pred.predict, signal, text or None)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from mmfer import runs
 from mmfer.config import MmferConfig
 from mmfer.errors import MmferError
 from mmfer.features.store import FeatureStore
-from mmfer.io import read_json, write_json, write_text
-from mmfer.models import kinds_of
-from mmfer.models.nets import MODALITY
+from mmfer.models.registry import get_model
+from mmfer.streams import extracted
 from mmfer.training.folds import make_folds
 from mmfer.training.metrics import mean_std
 
@@ -19,38 +17,32 @@ from mmfer.training.metrics import mean_std
 def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path, progress: bool = True,
            echo=print) -> dict:
     store = FeatureStore(store_path)
-    kinds = kinds_of(model)
-    store.corpus.require([MODALITY[k] for k in kinds], f"model '{model}'")
-    missing = [k for k in kinds if k not in store.features]
+    spec = get_model(model)
+    store.corpus.require(spec.modalities, f"model '{model}'")
+    missing = [k for k in extracted(spec.streams) if k not in store.features]
     if missing:
         raise MmferError(f"{store.path} has no {', '.join(missing)} features; rerun mmfer prepare")
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    resolved = yaml.safe_dump({"model_name": model, "store": str(store.path),
-                               **cfg.model_dump(include={"model", "train"})}, sort_keys=False)
-    cfg_file = out / "config.yaml"
-    if cfg_file.is_file() and cfg_file.read_text() != resolved:
-        raise MmferError(f"{out} holds a run with another model or config; resume it with the same settings "
-                         f"(see {cfg_file}) or choose a new --out")
-    write_text(cfg_file, resolved)
+    runs.write_config(out, {"model_name": model, "store": str(store.path),
+                            "features": {k: store.features[k].meta["settings"] for k in extracted(spec.streams)},
+                            **cfg.model_dump(include={"model", "train"})})
     classes = list(store.corpus.labels)
     folds = make_folds(store.corpus.table, cfg.train.val_speakers, cfg.train.folds)
     from mmfer.training.trainer import train_fold  # torch import only when training
 
     fold_metrics = []
     for fold in folds:
-        fold_dir = out / f"fold-{fold.index + 1}"
-        done = fold_dir / "metrics.json"
-        if done.is_file():
-            m = read_json(done)
+        m = runs.fold_done(out, fold.index)
+        if m is not None:
             echo(f"{model} fold {fold.name}: done earlier (UA {m['ua']:.3f}), skipped")
         else:
-            m = train_fold(store, fold, model, cfg, classes, fold_dir, progress).metrics
+            m = train_fold(store, fold, model, cfg, classes, out, progress).metrics
             echo(f"{model} fold {fold.name}: WA {m['wa']:.3f}  UA {m['ua']:.3f}  F1 {m['f1']:.3f}  "
                  f"(best epoch {m['best_epoch']})")
         fold_metrics.append(m)
     summary = summarize(model, classes, fold_metrics)
-    write_json(out / "summary.json", summary)
+    runs.write_summary(out, summary)
     return summary
 
 

@@ -14,16 +14,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from mmfer import runs
 from mmfer.config import MmferConfig
-from mmfer.data import Normalizer, UtteranceSet, fit_normalizers
+from mmfer.data import UtteranceSet, fit_normalizers
+from mmfer.errors import MmferError
 from mmfer.features.store import FeatureStore
-from mmfer.io import atomic_path, write_json
-from mmfer.models import EmotionModel, build_model, kinds_of
-from mmfer.models.nets import MODALITY
+from mmfer.models import EmotionModel, build_model, get_model
+from mmfer.models.inference import infer
+from mmfer.streams import STREAMS, stream
 from mmfer.training.folds import Fold
 from mmfer.training.metrics import scores
-
-CHECKPOINT_FORMAT = 1
 
 
 def seed_everything(seed: int) -> None:
@@ -57,37 +57,11 @@ def class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-@torch.no_grad()
-def infer(model: EmotionModel, data: UtteranceSet, device: torch.device, batch_size: int = 64) -> dict:
-    """Probabilities, per-kind attention (mean over heads, real steps only) and gate, in ``data`` order."""
-    model.eval()
-    pos = {u: i for i, u in enumerate(data.ids)}
-    n = len(data)
-    probs = np.zeros((n, model.n_classes), np.float32)
-    attention = {k: [None] * n for k in model.kinds}
-    gate = np.full(n, np.nan, np.float32)
-    loss_sum = 0.0
-    for batch in data.batches(batch_size):
-        batch = batch.to(device)
-        out = model(batch.inputs, batch.lengths)
-        logits = out["logits"].float()
-        loss_sum += nn.functional.cross_entropy(logits, batch.labels, reduction="sum").item()
-        p = torch.softmax(logits, dim=-1).cpu().numpy()
-        for j, u in enumerate(batch.ids):
-            i = pos[u]
-            probs[i] = p[j]
-            for k in model.kinds:
-                length = int(batch.lengths[k][j])
-                attention[k][i] = out["attention"][k][j, :, :length].mean(0).float().cpu().numpy()
-            if "gate" in out:
-                gate[i] = float(out["gate"][j])
-    return {"probs": probs, "attention": attention, "gate": gate, "loss": loss_sum / max(n, 1)}
-
-
 def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig, classes: list[str],
-               out_dir: Path, progress: bool = True) -> FoldResult:
-    kinds = list(kinds_of(model_name))
-    store.corpus.require([MODALITY[k] for k in kinds], f"model '{model_name}'")
+               run_dir: Path, progress: bool = True) -> FoldResult:
+    spec = get_model(model_name)
+    kinds = list(spec.streams)
+    store.corpus.require(spec.modalities, f"model '{model_name}'")
     usable = set(store.usable_ids(kinds))
     train_ids = [u for u in fold.train if u in usable]
     val_ids = [u for u in fold.val if u in usable]
@@ -147,56 +121,34 @@ def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfi
                "val_speakers": fold.val_speakers, "n_train": len(train_ids), "n_val": len(val_ids),
                "n_test": len(test_ids), "best_epoch": best["epoch"], "val_ua": best["ua"], "classes": classes,
                **result, "history": history}
-    predictions = pd.DataFrame({
-        "utt_id": test_ids, "fold": fold.name,
-        "true": [classes[i] for i in sets["test"].labels], "pred": [classes[i] for i in pred],
-        "probs": [p.tolist() for p in test["probs"]],
-        "audio_attention": [a.tolist() for a in test["attention"]["acoustic"]] if "acoustic" in kinds
-        else [None] * len(test_ids),
-        "text_attention": [a.tolist() for a in test["attention"]["lexical"]] if "lexical" in kinds
-        else [None] * len(test_ids),
-        "gate": test["gate"],
-    })
-    save_checkpoint(out_dir / "model.pt", model, model_name, cfg, classes, dims, norms, store)
-    with atomic_path(out_dir / "predictions.parquet") as tmp:
-        predictions.to_parquet(tmp, index=False)
-    write_json(out_dir / "metrics.json", metrics)  # written last: its presence marks the fold as done
+    columns = {"utt_id": test_ids, "fold": fold.name,
+               "true": [classes[i] for i in sets["test"].labels], "pred": [classes[i] for i in pred],
+               "probs": [p.tolist() for p in test["probs"]]}
+    for s in STREAMS.values():  # every attention column, empty where this model has no such stream
+        if s.attention_column:
+            att = test["attention"].get(s.name)
+            columns[s.attention_column] = [a.tolist() for a in att] if att else [None] * len(test_ids)
+    columns["gate"] = test["gate"]
+    predictions = pd.DataFrame(columns)
+    runs.save_checkpoint(runs.fold_dir(run_dir, fold.index) / runs.CHECKPOINT, model, mc, classes, dims, norms,
+                         {k: store.features[k].meta["settings"] for k in kinds})
+    runs.write_fold(run_dir, fold.index, predictions, metrics)
     return FoldResult(metrics, predictions)
 
 
-def save_checkpoint(path: Path, model: EmotionModel, name: str, cfg: MmferConfig, classes: list[str],
-                    dims: dict[str, int], norms: dict[str, Normalizer], store: FeatureStore) -> None:
-    ckpt = {
-        "format": CHECKPOINT_FORMAT, "model": name, "model_config": cfg.model.model_dump(), "classes": classes,
-        "dims": dims, "kinds": list(model.kinds), "norms": {k: n.to_dict() for k, n in norms.items()},
-        "features": {k: store.features[k].meta["settings"] for k in model.kinds},
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-
-
-def load_checkpoint(path: Path) -> tuple[EmotionModel, dict]:
-    from mmfer.config import ModelConfig
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(ckpt["model"], ckpt["dims"], len(ckpt["classes"]), ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
-
-
 def init_encoders(model: EmotionModel, init_from: dict[str, str], fold_index: int) -> None:
-    """Two-stage recipe: start mmmf's encoders from trained unimodal runs of the same fold."""
-    from mmfer.errors import MmferError
-
+    """Two-stage recipe: start a fused model's encoders from trained unimodal runs of the same fold."""
     for modality, run_dir in init_from.items():
-        kind = {"audio": "acoustic", "text": "lexical"}.get(modality)
-        if kind not in model.encoders:
+        kinds = [k for k in model.kinds if stream(k).modality == modality]
+        if not kinds:
             raise MmferError(f"init_from: model '{model.name}' has no {modality!r} encoder")
-        ckpt = Path(run_dir) / f"fold-{fold_index + 1}" / "model.pt"
+        ckpt = runs.fold_dir(Path(run_dir), fold_index) / runs.CHECKPOINT
         if not ckpt.is_file():
             raise MmferError(f"init_from: {ckpt} not found (train that unimodal run first)")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-        prefix = f"encoders.{kind}."
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        model.encoders[kind].load_state_dict(sub)
+        state = runs.read_checkpoint(ckpt)["state_dict"]
+        for kind in kinds:
+            prefix = f"encoders.{kind}."
+            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not sub:
+                raise MmferError(f"init_from: {ckpt} has no {kind!r} encoder")
+            model.encoders[kind].load_state_dict(sub)

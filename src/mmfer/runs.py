@@ -1,0 +1,255 @@
+"""The run folder, owned here: training writes through this module, analysis and serve read through it.
+
+Layout of a cross-validation run (``mmfer cv --out RUN``)::
+
+    config.yaml              model name, store, the streams' feature settings, model and train sections
+    summary.json             written last: mean ± std over folds, pooled confusion (its presence = finished)
+    fold-N/model.pt          checkpoint (format below), loaded with weights_only=True
+    fold-N/predictions.parquet  test utterances: probabilities, attention per stream, gate
+    fold-N/metrics.json      written last in the fold: its presence = fold done (resume skips it)
+
+Layout of an export (``mmfer export RUN --out DIR``)::
+
+    mmfer-model.json         the marker: model, classes, folds, streams' feature settings, summary
+    config.yaml              the run's config
+    models/fold-N.pt         the fold checkpoints
+
+A checkpoint is a dict of plain types and tensors: ``format``, ``model`` (registry name),
+``model_config``, ``classes``, ``dims`` and ``kinds`` (streams), ``norms`` (per stream),
+``features`` (per stream: the extractor settings, so the predictor rebuilds the same extractor) and
+``state_dict``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from mmfer.config import ModelConfig
+from mmfer.errors import MmferError
+from mmfer.io import atomic_path, read_json, write_json, write_text
+from mmfer.streams import stream
+
+CHECKPOINT_FORMAT = 1
+CONFIG = "config.yaml"
+SUMMARY = "summary.json"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.parquet"
+CHECKPOINT = "model.pt"
+EXPORT_MARKER = "mmfer-model.json"
+
+
+def fold_dir(run: Path, index: int) -> Path:
+    """Folder of fold ``index`` (0-based) of a run."""
+    return Path(run) / f"fold-{index + 1}"
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: Path, model, model_config: ModelConfig, classes: list[str], dims: dict[str, int],
+                    norms: dict, features: dict[str, dict], extra: dict | None = None) -> None:
+    ckpt = {
+        "format": CHECKPOINT_FORMAT, "model": model.name, "model_config": model_config.model_dump(),
+        "classes": classes, "dims": dims, "kinds": list(model.kinds),
+        "norms": {k: n.to_dict() for k, n in norms.items()}, "features": features,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint dict; only tensors and plain types are accepted (no pickled code)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: Path):
+    """(model in eval mode, checkpoint dict)."""
+    from mmfer.models import build_model
+
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt["model"], ckpt["dims"], len(ckpt["classes"]), ModelConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt
+
+
+def is_export(path: Path) -> bool:
+    return (Path(path) / EXPORT_MARKER).is_file()
+
+
+def checkpoints(path: Path, fold: int | None = None) -> list[Path]:
+    """The fold checkpoints of a run or an export (``fold``: 1-based, one fold only)."""
+    path = Path(path)
+    if is_export(path):
+        files = sorted((path / "models").glob("fold-*.pt"))
+    else:
+        files = sorted(path.glob(f"fold-*/{CHECKPOINT}"))
+    if fold is not None:
+        files = [f for f in files if f.parent.name == f"fold-{fold}" or f.stem == f"fold-{fold}"]
+        if not files:
+            raise MmferError(f"{path}: no fold {fold}")
+    if not files:
+        raise MmferError(f"{path} holds no trained model (expected fold-*/{CHECKPOINT} of `mmfer cv`, or an "
+                         "`mmfer export` folder)")
+    return files
+
+
+def has_model(path: Path) -> bool:
+    return is_export(path) or any(Path(path).glob(f"fold-*/{CHECKPOINT}"))
+
+
+def model_name(path: Path) -> str:
+    """The registry name of the model in a run or export folder (from its config or marker)."""
+    path = Path(path)
+    if is_export(path):
+        return read_json(path / EXPORT_MARKER)["model"]
+    if (path / CONFIG).is_file():
+        return read_config(path)["model_name"]
+    return read_checkpoint(checkpoints(path)[0])["model"]
+
+
+def resolve_model_dir(path: str | Path, modalities: tuple[str, ...]) -> Path:
+    """A run/export folder, or a folder of runs (quickstart's runs/): the most preferred model (registry
+    order) that needs only the given input ``modalities``."""
+    from mmfer.models.registry import get_model, preference_order
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise MmferError(f"model folder not found: {path}")
+    if has_model(path):
+        return path
+    for name in preference_order(modalities):
+        sub = path / name
+        if sub.is_dir() and has_model(sub) and set(get_model(model_name(sub)).modalities) <= set(modalities):
+            return sub
+    if "text" not in modalities and any(p.is_dir() and has_model(p) for p in path.iterdir()):
+        raise MmferError(f"{path} has no audio-only model: pass the transcript with --text")
+    raise MmferError(f"no trained run in {path}")
+
+
+# ---------------------------------------------------------------- config and summary
+
+def write_config(run: Path, resolved: dict) -> None:
+    """Write the run's config; refuse to mix with an earlier run of other settings in the same folder."""
+    text = yaml.safe_dump(resolved, sort_keys=False)
+    cfg_file = Path(run) / CONFIG
+    if cfg_file.is_file() and cfg_file.read_text() != text:
+        raise MmferError(f"{run} holds a run with another model or config; resume it with the same settings "
+                         f"(see {cfg_file}) or choose a new --out")
+    write_text(cfg_file, text)
+
+
+def read_config(run: Path) -> dict:
+    return yaml.safe_load((Path(run) / CONFIG).read_text())
+
+
+def fold_done(run: Path, index: int) -> dict | None:
+    """The metrics of a finished fold, or None."""
+    f = fold_dir(run, index) / METRICS
+    return read_json(f) if f.is_file() else None
+
+
+def write_fold(run: Path, index: int, predictions: pd.DataFrame, metrics: dict) -> None:
+    """Predictions, then metrics.json last: its presence marks the fold as done."""
+    d = fold_dir(run, index)
+    with atomic_path(d / PREDICTIONS) as tmp:
+        predictions.to_parquet(tmp, index=False)
+    write_json(d / METRICS, metrics)
+
+
+def write_summary(run: Path, summary: dict) -> None:
+    write_json(Path(run) / SUMMARY, summary)
+
+
+def seconds_per_step(features: dict[str, dict], frame_reduction: int) -> dict[str, float]:
+    """Seconds per model input step of each timed sequence stream (hop × frame averaging)."""
+    out = {}
+    for k, s in features.items():
+        hop = s.get("hop_seconds")
+        if hop and stream(k).sequence:
+            out[k] = hop * (frame_reduction if stream(k).reducible else 1)
+    return out
+
+
+class Run:
+    """A finished cv run folder, read once (for the report)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not (self.path / SUMMARY).is_file():
+            raise MmferError(f"{self.path} is not a finished cv run (no {SUMMARY}); run or resume `mmfer cv`")
+        self.summary = read_json(self.path / SUMMARY)
+        self.config = read_config(self.path)
+        self.name = self.summary["model"]
+        self.classes = self.summary["classes"]
+        self.folds = [read_json(p) for p in sorted(self.path.glob(f"fold-*/{METRICS}"))]
+        self.predictions = pd.concat([pd.read_parquet(p) for p in sorted(self.path.glob(f"fold-*/{PREDICTIONS}"))],
+                                     ignore_index=True)
+        self.steps = seconds_per_step(self.config.get("features", {}),
+                                      self.config.get("model", {}).get("frame_reduction", 1))
+
+
+def find_runs(path: Path) -> list[Path]:
+    """A run folder itself, or a folder of run folders (quickstart's runs/)."""
+    path = Path(path)
+    if (path / SUMMARY).is_file():
+        return [path]
+    runs = sorted(p for p in path.iterdir() if (p / SUMMARY).is_file()) if path.is_dir() else []
+    if not runs:
+        raise MmferError(f"no finished cv run in {path} (expected {SUMMARY} there or in its subfolders)")
+    return runs
+
+
+# ---------------------------------------------------------------- export
+
+def export(run: str | Path, out: str | Path, force: bool = False) -> Path:
+    """Copy a run's fold models into a self-contained folder (weights, config, normalisation, features).
+
+    Never deletes what mmfer did not write: ``out`` must be new, empty, or (with ``force``) an earlier
+    export; it may not lie inside the run. The copy is built in a fresh hidden folder beside ``out`` and
+    swapped in at the end.
+    """
+    run = Path(run).expanduser().resolve()
+    out = Path(out).expanduser().resolve()
+    if out == run or run in out.parents:
+        raise MmferError(f"--out {out} lies inside the run {run}: choose a folder outside it")
+    if out.exists():
+        if not out.is_dir():
+            raise MmferError(f"{out} exists and is a file: choose a new folder for the export")
+        if any(out.iterdir()):
+            if not is_export(out):
+                raise MmferError(f"{out} is not empty and is not an mmfer export: nothing was written; choose a new "
+                                 "or empty folder")
+            if not force:
+                raise MmferError(f"{out} holds an earlier export: pass --force to replace it")
+    files = checkpoints(run)
+    first = read_checkpoint(files[0])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        (tmp / "models").mkdir()
+        for f in files:
+            name = f.parent.name if f.name == CHECKPOINT else f.stem
+            shutil.copy2(f, tmp / "models" / f"{name}.pt")
+        if (run / CONFIG).is_file():
+            shutil.copy2(run / CONFIG, tmp / CONFIG)
+        write_json(tmp / EXPORT_MARKER, {
+            "model": first["model"], "classes": first["classes"], "folds": len(files), "kinds": first["kinds"],
+            "features": first["features"], "frame_reduction": first["model_config"]["frame_reduction"],
+            "summary": read_json(run / SUMMARY) if (run / SUMMARY).is_file() else None})
+        if out.exists():  # empty, or an earlier export (checked above): move it aside, then swap
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            out.rename(old / "export")
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
