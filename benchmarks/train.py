@@ -18,7 +18,7 @@ import torch
 
 from mmfer.config import ModelConfig
 from mmfer.data import pad
-from mmfer.models import build_model
+from mmfer.models import MODELS, build_model
 from mmfer.models.blstm import BLSTM, PackedBLSTM
 
 
@@ -54,21 +54,35 @@ def blstm_comparison(device: torch.device) -> dict:
             "speedup": round(t_packed / t_ours, 2)}
 
 
+DIMS = {"acoustic": 65, "lexical": 384, "functionals": 6373, "sentence": 384, "context": 384}
+
+
 def model_throughput(device: torch.device) -> dict:
-    """Quickstart-sized models (defaults), audio reduced by 3 as in training, words ~12 per utterance."""
+    """Quickstart-sized models (defaults): audio frames reduced as in training, ~12 words per utterance,
+    one vector per utterance for the vector streams; every neural model of the registry."""
     cfg = ModelConfig()
-    audio = batches(6, 32, 300 // cfg.frame_reduction, 65, seed=1)
-    text = batches(6, 32, 12, 384, seed=2)
+    seqs = {"acoustic": batches(6, 32, 300 // cfg.frame_reduction, 65, seed=1),
+            "lexical": batches(6, 32, 12, 384, seed=2)}
     out = {}
-    for name in ("audio", "text", "mmmf", "concat", "late"):
-        model = build_model(name, {"acoustic": 65, "lexical": 384}, 4, cfg).to(device).train()
-        data = [((a[0].to(device), t[0].to(device)), (a[1].to(device), t[1].to(device))) for a, t in zip(audio, text)]
+    for name, spec in MODELS.items():
+        if spec.family != "neural":
+            continue
+        model = build_model(name, DIMS, 4, cfg).to(device).train()
+        data = []
+        for i in range(6):
+            xs, ns = {}, {}
+            for k in spec.streams:
+                if k in seqs:
+                    xs[k], ns[k] = seqs[k][i]
+                else:
+                    xs[k], ns[k] = torch.randn(32, 1, DIMS[k]), torch.ones(32, dtype=torch.long)
+            data.append(({k: v.to(device) for k, v in xs.items()}, {k: v.to(device) for k, v in ns.items()}))
 
         def fn(xs, ns, model=model):
-            return model({"acoustic": xs[0], "lexical": xs[1]}, {"acoustic": ns[0], "lexical": ns[1]})["logits"]
+            return model(xs, ns)["logits"]
 
-        secs = time_fwd_bwd(fn, data, model.parameters())
-        out[name] = round(sum(len(d[1][0]) for d in data) / secs, 1)
+        secs = time_fwd_bwd(fn, data, [p for p in model.parameters() if p.requires_grad])
+        out[name] = round(32 * len(data) / secs, 1)
     return out
 
 

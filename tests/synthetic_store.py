@@ -10,12 +10,16 @@ import numpy as np
 from mmfer.corpora.schema import Corpus, save, to_table
 from mmfer.features.store import feature_dir_name, finalize, shard_path, write_shard
 from mmfer.io import write_json
+from mmfer.streams import stream
 
 CLASSES = ["ang", "hap", "neu", "sad"]
 
 
-def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, dims=(8, 6), seed: int = 0,
-               kinds=("acoustic", "lexical"), with_sessions: bool = True) -> Path:
+DIMS = {"acoustic": 8, "lexical": 6, "functionals": 10}
+
+
+def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, seed: int = 0,
+               kinds=("acoustic", "functionals", "lexical"), with_sessions: bool = True) -> Path:
     rng = np.random.default_rng(seed)
     rows, arrays = [], {k: [] for k in kinds}
     for s in range(1, sessions + 1):
@@ -28,32 +32,34 @@ def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, dims=(8, 6)
                 rows.append({
                     "utt_id": utt, "corpus": "iemocap", "session": f"Ses{s:02d}" if with_sessions else "",
                     "speaker": f"Ses{s:02d}{g}", "gender": g, "dialog": f"Ses{s:02d}F_impro01", "method": "impro",
-                    "start": 0.0, "end": 1.0, "transcript": "x", "text": "x",
+                    "start": float(i), "end": i + 1.0, "transcript": "x", "text": "x",
                     "words": [f"w{j}" for j in range(n_words)], "word_start": None, "word_end": None,
                     "label_raw": label, "label": label, "votes": [], "valence": 3.0, "activation": 3.0,
                     "dominance": 3.0, "audio": "",
                 })
                 if "acoustic" in kinds:
                     t = int(rng.integers(15, 60))
-                    a = rng.normal(0, 1, (t, dims[0])).astype(np.float32) * 2 + 5  # offset: tests normalisation
+                    a = rng.normal(0, 1, (t, DIMS["acoustic"])).astype(np.float32) * 2 + 5  # offset: normalisation
                     hot = rng.choice(t, size=max(4, t // 3), replace=False)
                     a[hot, c] += 4.0  # the class shows in some frames only
                     arrays["acoustic"].append(a)
                 if "lexical" in kinds:
-                    w = rng.normal(0, 1, (n_words, dims[1])).astype(np.float32)
+                    w = rng.normal(0, 1, (n_words, DIMS["lexical"])).astype(np.float32)
                     w[int(rng.integers(0, n_words)), c] += 4.0  # one emotional word
                     arrays["lexical"].append(w)
+                if "functionals" in kinds:
+                    f = rng.normal(0, 1, (1, DIMS["functionals"])).astype(np.float32) + 3 * (g == "M")  # a voice
+                    f[0, c] += 1.5  # weaker than the frames' cue
+                    arrays["functionals"].append(f)
     table = to_table(rows)
-    modalities = tuple(m for m, k in (("audio", "acoustic"), ("text", "lexical")) if k in kinds)
+    modalities = tuple(m for m in ("audio", "text") if any(stream(k).modality == m for k in kinds))
     corpus = Corpus("iemocap", str(path), table, modalities, CLASSES, "4class", parsed=len(rows))
     path.mkdir(parents=True, exist_ok=True)
     save(corpus, path / "corpus.parquet")
     features = {}
     ids = table["utt_id"].tolist()
-    for k, dim in zip(("acoustic", "lexical"), dims):
-        if k not in kinds:
-            continue
-        settings = {"kind": k, "name": "synthetic", "dim": dim, "dtype": "float32", "seed": seed,
+    for k in kinds:
+        settings = {"kind": k, "name": "synthetic", "dim": DIMS[k], "dtype": "float32", "seed": seed,
                     "hop_seconds": 0.01 if k == "acoustic" else None}
         folder = path / feature_dir_name(settings)
         write_shard(shard_path(folder, 0), ids, arrays[k], {}, "float32")

@@ -87,8 +87,8 @@ def test_finished_prepare_is_a_noop(prepared):
 
     before = features()
     res = prep.prepare(root, store, progress=False)
-    assert sorted(res.reused) == ["acoustic", "lexical"]
-    assert len(before) == 8 and features() == before  # nothing re-extracted or rewritten
+    assert sorted(res.reused) == ["acoustic", "functionals", "lexical"]
+    assert len(before) == 12 and features() == before  # nothing re-extracted or rewritten
 
 
 def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, monkeypatch):
@@ -132,10 +132,11 @@ def test_bad_audio_is_reported_not_fatal(tmp_path: Path):
     (wav / "Ses01F_impro01_M000.wav").write_bytes(b"not audio at all")
     res = prep.prepare(root, tmp_path / "s", workers=1, progress=False)
     with (tmp_path / "s" / "errors.csv").open() as fh:
-        rows = {r["utt_id"]: (r["stage"], r["reason"]) for r in csv.DictReader(fh)}
-    assert rows["Ses01F_impro01_F000"] == ("acoustic", "missing audio file")
-    assert rows["Ses01F_impro01_M000"][1].startswith("unreadable audio")
-    assert len(res.errors) == 2
+        rows = {(r["utt_id"], r["stage"]): r["reason"] for r in csv.DictReader(fh)}
+    assert rows["Ses01F_impro01_F000", "acoustic"] == "missing audio file"
+    assert rows["Ses01F_impro01_F000", "functionals"] == "missing audio file"  # every audio stream says so
+    assert rows["Ses01F_impro01_M000", "acoustic"].startswith("unreadable audio")
+    assert len(res.errors) == 4
     fs = FeatureStore(tmp_path / "s")
     assert len(fs.usable_ids(["acoustic", "lexical"])) == 4 and len(fs.usable_ids(["lexical"])) == 6
     with pytest.raises(MmferError, match="2 utterance\\(s\\) failed extraction"):

@@ -69,16 +69,21 @@ def test_gmu_equals_its_formula():
 def test_models_padding_invariant_and_report_what_analysis_needs(name, pooling):
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=6, pooling=pooling, heads=2, attention_dim=8, fusion_dim=7)
-    model = build_model(name, {"acoustic": 5, "lexical": 4}, 4, cfg).eval()
+    dims = {"acoustic": 5, "lexical": 4, "functionals": 7, "sentence": 4, "context": 4}
+    model = build_model(name, dims, 4, cfg).eval()
     aa, xa, la = _batch([10, 4, 7], 5, seed=1)
     al, xl, ll = _batch([3, 5, 2], 4, seed=2)
-    out = model({"acoustic": xa, "lexical": xl}, {"acoustic": la, "lexical": ll})
+    af, xf, lf = _batch([1, 1, 1], 7, seed=3)
+    ac, xc, lc = _batch([1, 1, 1], 4, seed=4)
+    full = {"acoustic": (aa, xa, la), "lexical": (al, xl, ll), "functionals": (af, xf, lf), "context": (ac, xc, lc),
+            "sentence": (ac, xc, lc)}
+    kinds = model.kinds
+    out = model({k: full[k][1] for k in kinds}, {k: full[k][2] for k in kinds})
     assert out["logits"].shape == (3, 4)
-    alone = model({"acoustic": torch.from_numpy(aa[1])[None], "lexical": torch.from_numpy(al[1])[None]},
-                  {"acoustic": la[1:2], "lexical": ll[1:2]})
+    alone = model({k: torch.from_numpy(full[k][0][1])[None] for k in kinds}, {k: full[k][2][1:2] for k in kinds})
     assert torch.allclose(out["logits"][1], alone["logits"][0], atol=1e-5)
-    for kind in model.kinds:
-        w = out["attention"][kind]
+    assert set(out["attention"]) == {k for k in kinds if k in ("acoustic", "lexical")}  # sequences only
+    for w in out["attention"].values():
         assert torch.allclose(w.sum(-1), torch.ones_like(w.sum(-1)), atol=1e-5)
     assert ("gate" in out) == (name == "mmmf")
 

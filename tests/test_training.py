@@ -137,7 +137,8 @@ def test_two_stage_init_from_unimodal_runs(store, tmp_path):
     cfg = load_config(None, {**FAST, "train": {**FAST["train"], "max_epochs": 1}})
     for m in ("audio", "text"):
         cv_mod.run_cv(store, m, cfg, tmp_path / m, progress=False, echo=lambda s: None)
-    model = build_model("mmmf", {"acoustic": 8, "lexical": 6}, 4, cfg.model)
+    dims = {"acoustic": 8, "lexical": 6, "functionals": 10, "sentence": 6, "context": 6}
+    model = build_model("mmmf", dims, 4, cfg.model)
     init_encoders(model, {"audio": str(tmp_path / "audio"), "text": str(tmp_path / "text")}, fold_index=2)
     for modality, kind in (("audio", "acoustic"), ("text", "lexical")):
         ref = torch.load(tmp_path / modality / "fold-3" / "model.pt", weights_only=True)["state_dict"]

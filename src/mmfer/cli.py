@@ -29,6 +29,9 @@ app.add_typer(corpus_app, name="corpus")
 _state = {"debug": False}
 
 CORPUS_HELP = "Reader: 'iemocap' (a folder with Session1..5) or 'manifest' (a .csv). Default: detected."
+LEXICAL_TRUST_HELP = ("The local Hugging Face text encoder folder the model was trained with (needed, and "
+                      "trusted, only for models not using the bundled MiniLM).")
+OUTSIDE_HELP = "Let a manifest's relative audio paths leave its folder (../x.wav); refused by default."
 LABELS_HELP = ("Label policy: 4class (ang, hap+exc, neu, sad), 6class, all, a mapping 'a=x,b=y', or a "
                "YAML/JSON mapping file. Default: 4class for IEMOCAP codes, else all.")
 
@@ -45,12 +48,13 @@ def corpus_inspect(
     labels: str = typer.Option(None, "--labels", help=LABELS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first malformed line."),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help=OUTSIDE_HELP),
 ) -> None:
     """Summarise a corpus: utterances per label, session and speaker, and what was dropped and why."""
     from mmfer.corpora import read_corpus
     from mmfer.corpora.summary import render, summarize
 
-    c = read_corpus(path, corpus, labels, strict=strict)
+    c = read_corpus(path, corpus, labels, strict=strict, allow_outside=allow_outside)
     if as_json:
         typer.echo(json.dumps(summarize(c)))
         for p in c.problems:
@@ -90,6 +94,7 @@ def prepare_cmd(
                                 "docs/architecture.md), e.g. acoustic,functionals,lexical."),
     workers: int = typer.Option(None, "--workers", min=0, help="Processes for audio extraction; 0 = all cores."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any utterance fails extraction."),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help=OUTSIDE_HELP),
 ) -> None:
     """Extract the feature streams once (frame LLDs, functionals, per-word vectors) into a resumable store."""
     from mmfer.config import load_config
@@ -99,11 +104,11 @@ def prepare_cmd(
              "streams": [x.strip() for x in streams.split(",") if x.strip()] if streams else None}
     cfg = load_config(config, {"features": {k: v for k, v in given.items() if v is not None}})
     res = prepare(corpus_path, out, corpus=corpus, labels=labels, features=cfg.features, strict=strict,
-                  warn=lambda m: typer.echo(m, err=True))
+                  warn=lambda m: typer.echo(m, err=True), allow_outside=allow_outside)
     for kind, n in res.extracted.items():
         typer.echo(f"{kind}: {n} utterances{' (already done, reused)' if kind in res.reused else ''}")
     if res.errors:
-        typer.echo(f"{len(res.errors)} utterance(s) skipped, see {res.store / 'errors.csv'}:", err=True)
+        typer.echo(f"{len({e[0] for e in res.errors})} utterance(s) skipped, see {res.store / 'errors.csv'}:", err=True)
         for u, stage, reason in res.errors[:10]:
             typer.echo(f"  {u} [{stage}]: {reason}", err=True)
     typer.echo(f"feature store ready: {res.store}")
@@ -160,19 +165,31 @@ def predict_cmd(
     model: Path = typer.Argument(..., help="A cv run, a folder of runs (quickstart's runs/), or an export."),
     audio: Path = typer.Argument(..., help="wav/flac/ogg file, any sample rate or channel count."),
     text: str = typer.Option(None, "--text", help="Transcript. Without it, an audio-only model is used."),
+    context: list[str] = typer.Option(None, "--context", help="A preceding utterance of the same conversation "
+                                      "(repeat, oldest first): the text model's dialogue context."),
+    speaker_audio: list[Path] = typer.Option(None, "--speaker-audio", help="Other recordings of the same voice "
+                                             "(repeat): enough of them give per-speaker normalisation."),
     fold: int = typer.Option(None, "--fold", help="Use one fold's model instead of the ensemble of all folds."),
+    lexical: Path = typer.Option(None, "--lexical", help=LEXICAL_TRUST_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
 ) -> None:
     """Predict the emotion of one utterance; show probabilities, modality gate and what was attended to."""
     from mmfer.features.audio import AudioError, load_audio
     from mmfer.serve.predictor import Predictor, resolve_model_dir
 
-    pred = Predictor(resolve_model_dir(model, with_text=bool(text)), fold=fold)
-    try:
-        signal = load_audio(audio)
-    except AudioError as err:
-        raise MmferError(f"{audio}: {err.reason}") from None
-    res = pred.predict(signal, text)
+    pred = Predictor(resolve_model_dir(model, with_text=bool(text)), fold=fold, lexical=lexical)
+    if text and not pred.needs_text:
+        typer.echo(f"note: model '{pred.name}' uses audio only; the transcript is not used", err=True)
+
+    def load(path: Path):
+        try:
+            return load_audio(path)
+        except AudioError as err:
+            raise MmferError(f"{path}: {err.reason}") from None
+
+    signal = load(audio)
+    speaker = pred.speaker_statistics([signal] + [load(p) for p in speaker_audio]) if speaker_audio else None
+    res = pred.predict(signal, text if pred.needs_text else None, context=context or None, speaker=speaker)
     if as_json:
         typer.echo(json.dumps(res))
         return
@@ -181,6 +198,8 @@ def predict_cmd(
         typer.echo(f"  {c:<5} {p:6.1%} {'#' * int(round(p * 40))}")
     if res["gate"] is not None:
         typer.echo(f"modality gate: audio {res['gate']:.0%} / text {1 - res['gate']:.0%}")
+    if pred.needs_audio:
+        typer.echo(f"acoustic normalisation: {res['normalisation']}")
     if "top_words" in res:
         typer.echo(f"most-attended words: {', '.join(res['top_words'])}")
     if "top_spans" in res:
@@ -205,18 +224,24 @@ def export_cmd(
 def serve_cmd(
     model: Path = typer.Argument(..., help="A cv run, a folder of runs, or an export."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (default: this machine only)."),
-    port: int = typer.Option(8000, "--port"),
+    port: int = typer.Option(8000, "--port", help="TCP port (1-65535)."),
     max_mb: float = typer.Option(10.0, "--max-mb", help="Largest accepted upload, MB."),
     max_seconds: float = typer.Option(60.0, "--max-seconds", help="Longest accepted audio, seconds."),
+    lexical: Path = typer.Option(None, "--lexical", help=LEXICAL_TRUST_HELP),
 ) -> None:
     """Serve the local web demo: upload or record audio, type the transcript, see what the model saw."""
     import uvicorn
 
     from mmfer.serve.app import create_app
 
-    app_ = create_app(model, max_bytes=int(max_mb * 1e6), max_seconds=max_seconds)
+    if not 1 <= port <= 65535:
+        raise MmferError(f"--port {port}: a TCP port is 1-65535 (8000 is the default)")
+    hosts = ("127.0.0.1", "localhost", "::1", host) if host not in ("0.0.0.0", "::") else ("127.0.0.1", "localhost",
+                                                                                          "::1")
+    app_ = create_app(model, max_bytes=int(max_mb * 1e6), max_seconds=max_seconds, allowed_hosts=hosts,
+                      lexical=lexical)
     typer.echo(f"mmfer demo on http://{host}:{port}/  (Ctrl-C to stop)")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 
 @app.command("quickstart")

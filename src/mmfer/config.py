@@ -19,7 +19,7 @@ class _Strict(BaseModel):
 
 
 class FeatureConfig(_Strict):
-    streams: list[str] = Field(default_factory=lambda: ["acoustic", "lexical"],
+    streams: list[str] = Field(default_factory=lambda: ["acoustic", "functionals", "lexical"],
                                description="streams `prepare` extracts (see mmfer.streams), where the corpus "
                                            "has their modality")
     acoustic: Literal["compare", "egemaps"] = "compare"
@@ -27,6 +27,13 @@ class FeatureConfig(_Strict):
                                                 "GloVe/word2vec text vectors file")
     workers: int = Field(0, ge=0, description="processes for extraction; 0 = all cores")
     shard_size: int = Field(64, ge=1, description="utterances per resumable unit of work")
+    normalise: Literal["speaker", "corpus", "none"] = Field(
+        "speaker", description="acoustic normalisation: each speaker's own statistics (label-free, all of the "
+                               "speaker's utterances), the training part's, or none")
+    speaker_min_utterances: int = Field(10, ge=1, description="fewer utterances of a speaker: training "
+                                                              "statistics are used instead")
+    context_before: int = Field(3, ge=0, description="preceding utterances of the dialogue in the text context")
+    context_after: int = Field(0, ge=0, description="following utterances in the context (off: live use has none)")
 
     @field_validator("streams")
     @classmethod
@@ -47,8 +54,11 @@ class ModelConfig(_Strict):
     heads: int = Field(1, ge=1, description="attention heads ('multi-focus'); outputs concatenated")
     attention_dim: int = Field(64, ge=1)
     fusion_dim: int = Field(64, ge=1, description="GMU / concat hidden size")
-    frame_reduction: int = Field(3, ge=1, description="average k consecutive acoustic frames")
+    frame_reduction: int = Field(8, ge=1, description="average k consecutive acoustic frames (8 = 80 ms)")
     input_dropout: float = Field(0.1, ge=0, lt=1)
+    functionals: Literal["linear", "learned"] = Field(
+        "linear", description="utterance functionals: class scores of a linear model fitted first (C chosen on "
+                              "the validation speakers) and frozen, or a learned low-rank projection")
     vector_dim: int = Field(32, ge=1, description="low-rank projection of utterance-level vector streams")
     vector_dropout: float = Field(0.5, ge=0, lt=1, description="input dropout of utterance-level vector streams")
 
@@ -60,10 +70,16 @@ class TrainConfig(_Strict):
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(6, ge=1, description="epochs without validation-UA gain before stopping")
     clip: float = Field(1.0, gt=0)
-    class_weighted: bool = True
+    objective: Literal["ua", "wf1"] = Field(
+        "ua", description="what validation picks epochs and C by: UA (unweighted accuracy, the field's "
+                          "IEMOCAP figure; with class-weighted loss) or weighted F1 (MELD's; unweighted loss)")
+    class_weighted: bool = Field(True, description="class-weighted loss when the objective is UA")
     seed: int = 0
     val_speakers: int = Field(2, ge=1, description="training speakers held out for model selection")
-    folds: int = Field(5, ge=2, description="speaker-grouped folds when the corpus has no sessions")
+    protocol: Literal["auto", "loso-session", "loso-speaker", "kfold-speaker", "split"] = Field(
+        "auto", description="evaluation protocol; auto = split if the corpus has one, else leave one session out "
+                            "with 2+ sessions, else kfold-speaker")
+    folds: int = Field(5, ge=2, description="speaker groups for kfold-speaker")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda'")
     amp: Literal["off", "bf16", "fp16"] = "off"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
@@ -86,7 +102,10 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as err:
-            raise MmferError(f"{p}: not valid YAML ({err})") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+            what = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise MmferError(f"{where}: not valid YAML ({what})") from None
         if not isinstance(data, dict):
             raise MmferError(f"{p}: the config must be a mapping of sections (features, model, train)")
     for section, values in (overrides or {}).items():

@@ -1,7 +1,18 @@
 """From the feature store to padded, length-bucketed mini-batches.
 
-Features are read from the store once per fold, normalised with statistics of the *training* part only,
-reduced in time (acoustic frames) and kept in memory as float32 arrays; an epoch only slices and pads.
+Features are read from the store once per fold, normalised, reduced in time (acoustic frames) and kept in
+memory as float32 arrays; an epoch only slices and pads.
+
+Normalisation (``features.normalise``) of the streams the stream table marks ``speaker_normalised``:
+
+* ``speaker``: each speaker's own mean/std over *all* that speaker's utterances (no labels are used, so
+  test speakers get theirs too, as they would from a batch of their recordings), values clipped to ±10.
+  Speakers with fewer than ``speaker_min_utterances`` utterances fall back to the training statistics.
+  This removes the voice (pitch range, loudness, microphone) that otherwise dominates acoustic features.
+* ``corpus``: one mean/std from the *training* part of the fold.
+* ``none``: raw values.
+
+Other streams (word vectors) always use training-part statistics.
 Batches are padded, never packed: packing makes the LSTM backward pass ~10x slower on CPU.
 """
 
@@ -19,10 +30,11 @@ from mmfer.streams import stream
 
 @dataclass
 class Normalizer:
-    """Per-dimension z-score statistics of one feature kind."""
+    """Per-dimension z-score statistics of one feature kind (and an optional clip of the z-scores)."""
 
     mean: np.ndarray
     std: np.ndarray
+    clip: float | None = None
 
     @classmethod
     def fit(cls, arrays: list[np.ndarray]) -> Normalizer:
@@ -38,14 +50,43 @@ class Normalizer:
         return cls(mean.astype(np.float32), np.where(std < 1e-6, 1.0, std).astype(np.float32))
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
-        return (a - self.mean) / self.std
+        z = (a - self.mean) / self.std
+        return z if self.clip is None else np.clip(z, -self.clip, self.clip)
+
+    @classmethod
+    def identity(cls, dim: int) -> Normalizer:
+        return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "clip": self.clip}
 
     @classmethod
     def from_dict(cls, d: dict) -> Normalizer:
-        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d.get("clip"))
+
+
+SPEAKER_CLIP = 10.0
+
+
+@dataclass
+class StreamNorm:
+    """How one stream is normalised: the training statistics, and per-speaker ones in 'speaker' mode."""
+
+    train: Normalizer
+    speakers: dict[str, Normalizer]
+
+    def for_speaker(self, speaker: str | None) -> Normalizer:
+        return self.speakers.get(speaker, self.train) if speaker is not None else self.train
+
+
+def speaker_normalizers(arrays_by_speaker: dict[str, list[np.ndarray]], min_utterances: int) -> dict[str, Normalizer]:
+    """Per-speaker z-score statistics (clipped) for speakers with at least ``min_utterances`` utterances."""
+    out = {}
+    for spk, arrays in arrays_by_speaker.items():
+        if len(arrays) >= min_utterances:
+            n = Normalizer.fit(arrays)
+            out[spk] = Normalizer(n.mean, n.std, SPEAKER_CLIP)
+    return out
 
 
 def reduce_frames(a: np.ndarray, k: int) -> np.ndarray:
@@ -71,8 +112,26 @@ class Batch:
                      {k: v.to(device) for k, v in self.lengths.items()})
 
 
-def fit_normalizers(store: FeatureStore, ids: list[str], kinds: list[str]) -> dict[str, Normalizer]:
-    return {k: Normalizer.fit([store.features[k].get(u) for u in ids]) for k in kinds}
+def fit_normalizers(store: FeatureStore, ids: list[str], kinds: list[str], mode: str = "corpus",
+                    min_utterances: int = 10) -> dict[str, StreamNorm]:
+    """Statistics per stream: training part (``ids``) always; every speaker's own in 'speaker' mode."""
+    out = {}
+    table = store.corpus.table
+    for k in kinds:
+        fs = store.features[k]
+        if mode == "none" and stream(k).speaker_normalised:
+            out[k] = StreamNorm(Normalizer.identity(fs.dim), {})
+            continue
+        train = Normalizer.fit([fs.get(u) for u in ids])
+        speakers: dict[str, Normalizer] = {}
+        if mode == "speaker" and stream(k).speaker_normalised:
+            by_spk: dict[str, list[np.ndarray]] = {}
+            for u, spk in zip(table["utt_id"], table["speaker"]):
+                if u in fs:
+                    by_spk.setdefault(spk, []).append(fs.get(u))
+            speakers = speaker_normalizers(by_spk, min_utterances)
+        out[k] = StreamNorm(train, speakers)
+    return out
 
 
 class UtteranceSet:
@@ -83,18 +142,20 @@ class UtteranceSet:
         self.ids = ids
         self.labels = np.asarray(labels if labels is not None else [-1] * len(ids), np.int64)
         self.arrays = arrays
-        first = next(iter(arrays))
-        self.sizes = np.array([len(a) for a in arrays[first]])
+        first = next(iter(arrays), None)
+        self.sizes = np.array([len(a) for a in arrays[first]]) if first else np.ones(len(ids), np.int64)
 
     @classmethod
     def from_store(cls, store: FeatureStore, ids: list[str], classes: list[str], kinds: list[str],
-                   norms: dict[str, Normalizer], frame_reduction: int = 1) -> UtteranceSet:
-        label_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["label"]))
+                   norms: dict[str, StreamNorm], frame_reduction: int = 1) -> UtteranceSet:
+        table = store.corpus.table
+        label_of = dict(zip(table["utt_id"], table["label"]))
+        speaker_of = dict(zip(table["utt_id"], table["speaker"]))
         index = {c: i for i, c in enumerate(classes)}
         arrays: dict[str, list[np.ndarray]] = {}
         for k in kinds:
             fs, norm = store.features[k], norms[k]
-            arrays[k] = [prepare_stream(k, fs.get(u), norm, frame_reduction) for u in ids]
+            arrays[k] = [prepare_stream(k, fs.get(u), norm.for_speaker(speaker_of[u]), frame_reduction) for u in ids]
         return cls(ids, [index[label_of[u]] for u in ids], arrays)
 
     def __len__(self) -> int:
@@ -139,3 +200,87 @@ def pad(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     for i, a in enumerate(arrays):
         out[i, : len(a)] = torch.from_numpy(a)
     return out, lengths
+
+
+# ---------------------------------------------------------------- derived streams
+
+def sentence_vector(words: np.ndarray) -> np.ndarray:
+    """One utterance's word vectors [n, dim] -> their mean [dim] (zeros for no words)."""
+    return words.mean(axis=0) if len(words) else np.zeros(words.shape[1], np.float32)
+
+
+def context_vector(sentences: list[np.ndarray], dim: int) -> np.ndarray:
+    """[1, dim]: the mean of the context utterances' sentence vectors; zeros when there is no context."""
+    if not sentences:
+        return np.zeros((1, dim), np.float32)
+    return np.mean(sentences, axis=0, dtype=np.float64).astype(np.float32)[None]
+
+
+def dialogue_order(table) -> list[list[str]]:
+    """Utterance ids per dialogue in spoken order (turn, else start time); utterances without a dialogue
+    are left out (they get no context)."""
+    t = table[table["dialog"].fillna("") != ""]
+    key = t["turn"].where(t["turn"].notna(), t["start"]) if "turn" in t else t["start"]
+    t = t.assign(_key=key.fillna(0.0)).sort_values(["dialog", "_key", "utt_id"], kind="stable")
+    return [list(g["utt_id"]) for _, g in t.groupby("dialog", sort=False)]
+
+
+class DerivedFeatures:
+    """A stream computed in memory from a stored one (one vector per utterance). Quacks like a
+    :class:`FeatureSet` (``get``, ``dim``, ``in``, ``ids``, ``meta``)."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], settings: dict):
+        self.vectors = vectors
+        self.meta = {"settings": settings}
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["settings"]["dim"])
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.vectors)
+
+    def __contains__(self, utt_id: str) -> bool:
+        return utt_id in self.vectors
+
+    def get(self, utt_id: str) -> np.ndarray:
+        return self.vectors[utt_id]
+
+
+def sentence_features(store: FeatureStore) -> DerivedFeatures:
+    """The ``sentence`` stream: each utterance's mean word vector (the encoder's view of the whole
+    utterance, for a closed-form linear model beside the word-level BLSTM)."""
+    lex = store.features["lexical"]
+    vectors = {u: sentence_vector(lex.get(u))[None].astype(np.float32) for u in lex.ids}
+    return DerivedFeatures(vectors, {"kind": "sentence", "derived_from": "lexical", "dim": lex.dim,
+                                     "hop_seconds": None, "lexical": lex.meta["settings"]})
+
+
+def context_features(store: FeatureStore, before: int, after: int = 0) -> DerivedFeatures:
+    """The ``context`` stream: for each utterance, the mean sentence vector of the ``before`` preceding
+    (and ``after`` following) utterances of its dialogue; zeros without any. Text only, never labels."""
+    lex = store.features["lexical"]
+    dim = lex.dim
+    vectors: dict[str, np.ndarray] = {}
+    for ids in dialogue_order(store.corpus.table):
+        ids = [u for u in ids if u in lex]
+        sent = [sentence_vector(lex.get(u)) for u in ids]
+        for i, u in enumerate(ids):
+            vectors[u] = context_vector(sent[max(0, i - before):i] + sent[i + 1:i + 1 + after], dim)
+    for u in lex.ids:
+        vectors.setdefault(u, np.zeros((1, dim), np.float32))
+    return DerivedFeatures(vectors, context_settings(lex.meta["settings"], before, after, dim))
+
+
+def context_settings(lexical: dict, before: int, after: int, dim: int) -> dict:
+    return {"kind": "context", "derived_from": "lexical", "before": before, "after": after, "dim": dim,
+            "hop_seconds": None, "lexical": lexical}
+
+
+def attach_derived(store: FeatureStore, kinds: list[str], before: int, after: int) -> None:
+    """Add the derived streams among ``kinds`` (computed from stored ones) to ``store.features``."""
+    if "context" in kinds and "context" not in store.features:
+        store.features["context"] = context_features(store, before, after)
+    if "sentence" in kinds and "sentence" not in store.features:
+        store.features["sentence"] = sentence_features(store)

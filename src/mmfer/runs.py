@@ -65,15 +65,27 @@ def save_checkpoint(path: Path, model, model_config: ModelConfig, classes: list[
 
 def read_checkpoint(path: Path) -> dict:
     """The checkpoint dict; only tensors and plain types are accepted (no pickled code)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated, not a checkpoint, or a pickle payload
+        raise MmferError(f"{path}: not a readable mmfer checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:100] if str(err) else 'no detail'}); retrain or re-export "
+                         "the model") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "state_dict" not in ckpt:
+        raise MmferError(f"{path}: not an mmfer checkpoint of format {CHECKPOINT_FORMAT}; retrain or re-export")
+    return ckpt
 
 
 def load_checkpoint(path: Path):
     """(model in eval mode, checkpoint dict)."""
-    from mmfer.models import build_model
+    from mmfer.models import build_model, get_model
+    from mmfer.models.linear import LinearModel
 
     ckpt = read_checkpoint(path)
-    model = build_model(ckpt["model"], ckpt["dims"], len(ckpt["classes"]), ModelConfig(**ckpt["model_config"]))
+    if get_model(ckpt["model"]).family == "linear":
+        model = LinearModel(ckpt["model"], ckpt["dims"], len(ckpt["classes"]))
+    else:
+        model = build_model(ckpt["model"], ckpt["dims"], len(ckpt["classes"]), ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
 

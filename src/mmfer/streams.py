@@ -27,6 +27,7 @@ class Stream:
     attention_column: str | None = None  # predictions.parquet column holding its attention weights
     derived_from: str | None = None      # computed at load time from another stream (no extraction)
     speaker_normalised: bool = False     # takes features.normalise (speaker z-score) when asked
+    closed_form: bool = False            # vector stream a linear model can be fitted to first (model.functionals)
     help: str = ""
 
 
@@ -48,10 +49,16 @@ register_stream(Stream("acoustic", "audio", sequence=True, reducible=True, extra
 register_stream(Stream("lexical", "text", sequence=True, extractor="transformer", attention_column="text_attention",
                        help="one vector per word from a transformer encoder (or static word vectors)"))
 register_stream(Stream("functionals", "audio", sequence=False, extractor="opensmile-functionals",
-                       speaker_normalised=True,
+                       speaker_normalised=True, closed_form=True,
                        help="openSMILE utterance functionals (ComParE_2016 6,373 or eGeMAPSv02 88 values)"))
+register_stream(Stream("sentence", "text", sequence=False, derived_from="lexical", closed_form=True,
+                       help="the utterance's mean word vector (for the closed-form linear scores)"))
 register_stream(Stream("context", "text", sequence=False, derived_from="lexical",
                        help="mean word vector of the preceding utterances of the same dialogue"))
+register_stream(Stream("ngrams", "text", sequence=False, derived_from="words",
+                       help="TF-IDF of word 1-2-grams, vocabulary fitted on the training part (text-tfidf)"))
+
+TABLE_COLUMNS = {"words"}  # what a derived stream may come from besides another stream: the corpus table
 
 
 def stream(name: str) -> Stream:
@@ -77,6 +84,6 @@ def extracted(names) -> list[str]:
     for n in names:
         s = stream(n)
         src = s.derived_from or s.name
-        if src not in out:
+        if src not in out and src not in TABLE_COLUMNS:
             out.append(src)
     return out

@@ -76,20 +76,24 @@ def build_report(run_paths: list[str | Path], out: str | Path, store: str | Path
 
 
 def _results(runs: list[Run]) -> str:
-    rows = ["<section id='results'><h2>Results</h2><p>Leave-one-session-out cross-validation; mean ± std over "
-            "folds. WA = accuracy, UA = mean per-class recall, F1 = macro-F1 (%).</p><table><tr><th>model</th>"
-            "<th>WA</th><th>UA</th><th>macro-F1</th></tr>"]
+    protocols = sorted({r.summary.get("protocol") or "loso-session" for r in runs})
+    rows = [f"<section id='results'><h2>Results</h2><p>Protocol: {html.escape(', '.join(protocols))}; mean ± std "
+            "over folds. WA = accuracy, UA = mean per-class recall, F1 = macro-F1, wF1 = support-weighted F1 (%); "
+            "s/fold = wall seconds per fold. Baselines (audio-svm, text-tfidf) ran on the same folds.</p>"
+            "<table><tr><th>model</th><th>WA</th><th>UA</th><th>macro-F1</th><th>wF1</th><th>s/fold</th></tr>"]
     for r in runs:
         s = r.summary
-        rows.append(f"<tr><td>{r.name}</td>" + "".join(
-            f"<td>{100 * s[k]['mean']:.1f} ± {100 * s[k]['std']:.1f}</td>" for k in ("wa", "ua", "f1")) + "</tr>")
+        cells = "".join(f"<td>{100 * s[k]['mean']:.1f} ± {100 * s[k]['std']:.1f}</td>" if k in s else "<td></td>"
+                        for k in ("wa", "ua", "f1", "wf1"))
+        sec = s.get("seconds_per_fold", {}).get("mean")
+        rows.append(f"<tr><td>{html.escape(r.name)}</td>{cells}<td>{'' if sec is None else f'{sec:.1f}'}</td></tr>")
     rows.append("</table><h3>Per fold</h3><table><tr><th>model</th><th>test</th><th>n</th><th>WA</th><th>UA</th>"
                 "<th>F1</th><th>best epoch</th></tr>")
     for r in runs:
         for f in r.summary["folds"]:
-            rows.append(f"<tr><td>{r.name}</td><td>{f['test']}</td><td>{f.get('n_test', '')}</td>"
-                        f"<td>{100 * f['wa']:.1f}</td><td>{100 * f['ua']:.1f}</td><td>{100 * f['f1']:.1f}</td>"
-                        f"<td>{f.get('best_epoch', '')}</td></tr>")
+            rows.append(f"<tr><td>{html.escape(r.name)}</td><td>{html.escape(str(f['test']))}</td>"
+                        f"<td>{f.get('n_test', '')}</td><td>{100 * f['wa']:.1f}</td><td>{100 * f['ua']:.1f}</td>"
+                        f"<td>{100 * f['f1']:.1f}</td><td>{f.get('best_epoch', '')}</td></tr>")
     rows.append("</table></section>")
     return "".join(rows)
 
@@ -169,6 +173,10 @@ def _read_audio(path: str):
 def _curves(runs: list[Run]) -> str:
     parts = ["<section id='curves'><h2>Learning curves</h2>"]
     for r in runs:
+        if not all("history" in f for f in r.folds):  # linear baselines: fitted in closed form, no epochs
+            parts.append(f"<p class='muted'>{html.escape(r.name)}: fitted in closed form (C chosen on the "
+                         "validation speakers), no learning curve.</p>")
+            continue
         parts.append(_img(plots.learning_curves({f["fold"]: f["history"] for f in r.folds}, r.name),
                           f"learning curves {r.name}"))
     parts.append("</section>")

@@ -32,8 +32,8 @@ def detect(path: str | Path) -> str:
 
 
 def read_corpus(path: str | Path, corpus: str | None = None, labels: str | dict | None = None,
-                strict: bool = False) -> Corpus:
+                strict: bool = False, allow_outside: bool = False) -> Corpus:
     kind = corpus or detect(path)
     if kind not in READERS:
         raise CorpusError(f"unknown corpus type {kind!r}; choose one of {', '.join(READERS)}")
-    return READERS[kind].read(path, labels, strict=strict)
+    return READERS[kind].read(path, labels, strict=strict, allow_outside=allow_outside)

@@ -4,7 +4,7 @@ A reader (after lhotse's one ``prepare_X`` per corpus, CLI kept apart) is an obj
 
 * ``name``: what ``--corpus`` calls it;
 * ``detect(path) -> bool``: whether a path looks like its corpus (used when ``--corpus`` is not given);
-* ``read(path, labels, strict) -> Corpus``: rows of the schema (``corpora.schema``), built with a
+* ``read(path, labels, strict, allow_outside) -> Corpus``: rows of the schema (``corpora.schema``), built with a
   :class:`ProblemLog` and handed to :func:`finish`.
 
 Register it with :func:`register_reader`; ``mmfer corpus inspect``, ``prepare`` and the quickstart find it
@@ -35,7 +35,7 @@ class CorpusReader(Protocol):
     def detect(self, path: Path) -> bool: ...
 
     def read(self, path: str | Path, labels: str | dict | LabelPolicy | None = None,
-             strict: bool = False) -> Corpus: ...
+             strict: bool = False, allow_outside: bool = False) -> Corpus: ...
 
 
 READERS: dict[str, CorpusReader] = {}

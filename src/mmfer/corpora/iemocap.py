@@ -227,8 +227,9 @@ class IemocapReader:
     def detect(self, path: Path) -> bool:
         return Path(path).is_dir() and is_iemocap_root(Path(path))
 
-    def read(self, path: str | Path, labels: str | dict | LabelPolicy | None = None, strict: bool = False) -> Corpus:
-        return read_iemocap(path, labels or "4class", strict=strict)
+    def read(self, path: str | Path, labels: str | dict | LabelPolicy | None = None, strict: bool = False,
+             allow_outside: bool = False) -> Corpus:
+        return read_iemocap(path, labels or "4class", strict=strict)  # paths are the release's own
 
 
 register_reader(IemocapReader())

@@ -18,6 +18,7 @@ At least one of audio/text must be present; the corpus then has only that modali
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from pathlib import Path
@@ -77,14 +78,27 @@ def seconds(value: str) -> float:
     return float(value)
 
 
+def _text(path: Path) -> str:
+    """The manifest as text; bytes that are not UTF-8 are named with their line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise CorpusError(f"byte 0x{raw[err.start]:02x} is not UTF-8: save the manifest as UTF-8 (e.g. "
+                          "iconv -f latin1 -t utf-8)", path, line) from None
+
+
 def read_manifest(path: str | Path, labels: str | dict | LabelPolicy | None = None,
-                  strict: bool = False) -> Corpus:
+                  strict: bool = False, allow_outside: bool = False) -> Corpus:
+    """``allow_outside``: relative audio paths may leave the manifest's folder (``../x.wav``)."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise CorpusError("manifest file not found", path)
     log = ProblemLog(strict)
     rows: list[dict] = []
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    outside: list[str] = []
+    with io.StringIO(_text(path), newline="") as fh:
         reader = csv.reader(fh)
         try:
             header = next(reader)
@@ -125,7 +139,15 @@ def read_manifest(path: str | Path, labels: str | dict | LabelPolicy | None = No
             text = clean_text(raw_text)
             audio = ""
             if "audio" in modalities:
-                audio = str((path.parent / get["audio"]).resolve())
+                given = Path(get["audio"])
+                resolved = (path.parent / given).resolve()
+                if not resolved.is_relative_to(path.parent):
+                    if not given.is_absolute() and not allow_outside:
+                        log.problem(f"audio path {get['audio']!r} leaves the manifest's folder; move the file or "
+                                    "pass --allow-outside", path, line_no, "bad_row")
+                        continue
+                    outside.append(get["id"])
+                audio = str(resolved)
             rows.append({
                 "utt_id": get["id"], "corpus": "manifest", "session": get.get("session", ""),
                 "speaker": get["speaker"], "gender": GENDERS.get(get.get("gender", "").lower(), ""),
@@ -139,6 +161,9 @@ def read_manifest(path: str | Path, labels: str | dict | LabelPolicy | None = No
     policy = labels if isinstance(labels, LabelPolicy) else parse_policy(
         labels, sorted({r["label_raw"] for r in rows}))
     ordered = "dialogue" in cols and ("turn" in cols or "start" in cols)
+    if outside:
+        log.problems.append(f"{path}: {len(outside)} audio file(s) outside the manifest's folder (absolute paths"
+                            f"{' or --allow-outside' if allow_outside else ''}), e.g. {outside[0]!r}")
     return finish("manifest", path, rows, policy, log, modalities,
                   {"dialogues": ordered, "sessions": "session" in cols, "splits": "split" in cols})
 
@@ -151,8 +176,9 @@ class ManifestReader:
     def detect(self, path: Path) -> bool:
         return Path(path).is_file() and Path(path).suffix.lower() == ".csv"
 
-    def read(self, path: str | Path, labels: str | dict | LabelPolicy | None = None, strict: bool = False) -> Corpus:
-        return read_manifest(path, labels, strict=strict)
+    def read(self, path: str | Path, labels: str | dict | LabelPolicy | None = None, strict: bool = False,
+             allow_outside: bool = False) -> Corpus:
+        return read_manifest(path, labels, strict=strict, allow_outside=allow_outside)
 
 
 register_reader(ManifestReader())

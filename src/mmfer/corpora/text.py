@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import re
 
+import regex
+
 # [LAUGHTER] in transcriptions, ++LAUGHTER++ in forced alignment.
 NOISE_TOKEN = re.compile(r"\[([A-Za-z_]+)\]|\+\+([A-Za-z_]+)\+\+")
 KEPT_NOISE = {"LAUGHTER"}  # laughter says something about emotion; breathing/garbage do not
 LAUGHTER_WORD = "[laughter]"
-WORD = re.compile(r"\[laughter\]|[a-z0-9]+(?:'[a-z]+)*")
+WORD = re.compile(r"\[laughter\]|[a-z0-9]+(?:'[a-z]+)*")  # ASCII words (the sample corpus's own aligner)
+# Unicode words: letters of any script with their combining marks and digits, apostrophes inside words,
+# and runs of ! and ? (they carry emotion in written dialogue: "What?!"). The encoder's own tokenizer
+# splits these further into sub-words.
+TOKEN = regex.compile(r"\[laughter\]|[\p{L}\p{N}][\p{L}\p{M}\p{N}]*(?:'[\p{L}\p{M}\p{N}]+)*|[!?]+")
+APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\u2018": "'"})
 ALIGN_MARKERS = {"<s>", "</s>", "<sil>", "<sil/>", "<noise>"}
 VARIANT = re.compile(r"\(\d+\)$")
 
@@ -33,8 +40,8 @@ def is_noise_only(raw: str) -> bool:
 
 
 def words_of(text: str) -> list[str]:
-    """Tokenise a cleaned transcript the way forced alignment does: lower-case words, apostrophes kept."""
-    return WORD.findall(text.lower())
+    """Tokenise a cleaned transcript: lower-case Unicode words (apostrophes kept inside them) and ! / ?."""
+    return TOKEN.findall(text.lower().translate(APOSTROPHES))
 
 
 def align_word(token: str) -> str | None:

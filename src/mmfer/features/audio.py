@@ -10,6 +10,10 @@ from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.1  # shorter than a few analysis windows: no usable frame-level descriptors
+MIN_RATE, MAX_RATE = 8000, 192000  # what a file may claim; anything else is a broken or hostile header
+MAX_SECONDS = 600.0  # one utterance; a long recording is cut into segments, never decoded whole
+MAX_CHANNELS = 32
+SILENCE_RMS = 10 ** (-60 / 20)  # -60 dBFS: quieter than any speech recording's voiced frames
 
 
 class AudioError(Exception):
@@ -20,14 +24,30 @@ class AudioError(Exception):
         self.reason = reason
 
 
-def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS
+               ) -> np.ndarray:
+    """Decode, mix to mono and resample; the header is checked *before* decoding, so memory stays bounded
+    whatever a file claims to be (rate 8-192 kHz, at most ``max_seconds`` and MAX_CHANNELS)."""
     path = Path(path)
     if not str(path) or not path.is_file():
         raise AudioError("missing audio file")
     if path.stat().st_size == 0:
         raise AudioError("empty audio file")
     try:
-        x, sr = sf.read(path, dtype="float32", always_2d=True)
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise AudioError(f"unreadable audio ({str(err).splitlines()[0][:120]})") from None
+    if not MIN_RATE <= info.samplerate <= MAX_RATE:
+        raise AudioError(f"implausible sample rate {info.samplerate} Hz in the header (expected "
+                         f"{MIN_RATE}-{MAX_RATE} Hz)")
+    if not 1 <= info.channels <= MAX_CHANNELS:
+        raise AudioError(f"implausible channel count {info.channels} in the header")
+    seconds = info.frames / info.samplerate
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(f"audio longer than {max_seconds:g} s ({seconds:.1f} s), the limit for one utterance: "
+                         "cut long recordings into utterances first")
+    try:
+        x, sr = sf.read(path, dtype="float32", always_2d=True, frames=info.frames)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise AudioError(f"unreadable audio ({str(err).splitlines()[0][:120]})") from None
     x = x.mean(axis=1)
@@ -39,3 +59,10 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     if not np.isfinite(x).all():
         raise AudioError("audio contains NaN or infinite samples")
     return x
+
+
+def has_speech(x: np.ndarray, sample_rate: int = SAMPLE_RATE, frame_seconds: float = 0.025) -> bool:
+    """False for digital silence or near-silence: no 25 ms frame reaches -60 dBFS RMS."""
+    n = max(1, int(sample_rate * frame_seconds))
+    frames = x[: len(x) // n * n].reshape(-1, n) if len(x) >= n else x[None]
+    return bool(len(frames)) and float(np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1)).max()) >= SILENCE_RMS

@@ -67,8 +67,9 @@ class TransformerEncoder(_WordExtractor):
         self.name = name
         self.source = str(source)
         try:
-            self.config = AutoConfig.from_pretrained(self.source, local_files_only=True)
-            self.tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=True)
+            self.config = AutoConfig.from_pretrained(self.source, local_files_only=True, trust_remote_code=False)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=True,
+                                                           trust_remote_code=False)
         except (OSError, ValueError) as err:
             raise self._unavailable(err) from None
         if not getattr(self.tokenizer, "is_fast", False):
@@ -79,7 +80,7 @@ class TransformerEncoder(_WordExtractor):
 
     @classmethod
     def from_settings(cls, settings: dict):
-        return make_encoder("minilm" if settings["name"] == "minilm" else settings["source"])
+        return make_encoder("minilm" if settings["name"] == "minilm" else settings["source"])  # see Predictor
 
     def _unavailable(self, err: Exception) -> MmferError:
         return MmferError(
@@ -94,7 +95,8 @@ class TransformerEncoder(_WordExtractor):
         from transformers import AutoModel
 
         try:
-            return AutoModel.from_pretrained(self.source, local_files_only=True).eval().to(self.device)
+            return AutoModel.from_pretrained(self.source, local_files_only=True, trust_remote_code=False
+                                             ).eval().to(self.device)
         except (OSError, ValueError) as err:
             raise self._unavailable(err) from None
 

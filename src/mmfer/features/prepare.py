@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -23,9 +24,13 @@ from mmfer.features.audio import AudioError
 from mmfer.features.base import extractor_for, extractor_from_settings
 from mmfer.features.store import (
     STORE_VERSION,
+    discard_finished,
     feature_dir_name,
     finalize,
+    intact,
+    remove_stale_temp,
     shard_path,
+    store_lock,
     write_errors,
     write_shard,
 )
@@ -54,19 +59,25 @@ def corpus_digest(corpus: Corpus) -> str:
 
 def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None, labels: str | None = None,
             features: FeatureConfig | None = None, strict: bool = False, progress: bool = True,
-            warn=print, **overrides) -> PrepareResult:
+            warn=print, allow_outside: bool = False, **overrides) -> PrepareResult:
     """Extract every stream of ``features.streams`` whose modality the corpus has, one folder each.
 
     ``overrides`` are ``features`` fields (``workers=2``, ``acoustic="egemaps"``, ...).
     """
     features = FeatureConfig.model_validate({**(features or FeatureConfig()).model_dump(), **overrides})
     out = Path(out).expanduser().resolve()
-    c = read_corpus(corpus_path, corpus, labels)
+    c = read_corpus(corpus_path, corpus, labels, allow_outside=allow_outside)
     for p in c.problems:
         warn(f"warning: {p}")
     if len(c.table) == 0:
         raise MmferError(f"{corpus_path}: no utterance left after the label policy and filters")
     out.mkdir(parents=True, exist_ok=True)
+    with store_lock(out):
+        return _prepare(out, c, features, strict, progress)
+
+
+def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progress: bool) -> PrepareResult:
+    remove_stale_temp(out)
     save_corpus(c, out / "corpus.parquet")
     digest = corpus_digest(c)
     ids = c.table["utt_id"].tolist()
@@ -93,7 +104,7 @@ def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None,
     if all(u in failed for u in ids):
         raise MmferError(f"no utterance could be extracted; see {out / 'errors.csv'}")
     if strict and result.errors:
-        raise MmferError(f"{len(result.errors)} utterance(s) failed extraction (--strict); see {out / 'errors.csv'}")
+        raise MmferError(f"{len(failed)} utterance(s) failed extraction (--strict); see {out / 'errors.csv'}")
     return result
 
 
@@ -107,6 +118,8 @@ def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: b
     name = feature_dir_name(settings)
     folder = out / name
     kind = settings["kind"]
+    if (folder / "meta.json").is_file() and not intact(folder):
+        discard_finished(folder)  # a damaged finished set (e.g. truncated data.npy): extract it again
     if (folder / "meta.json").is_file():
         result.reused.append(kind)
         result.extracted[kind] = read_json(folder / "meta.json")["utterances"]
@@ -119,7 +132,7 @@ def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: b
                disable=not progress)
     dtype = settings["dtype"]
     if n_workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(min(n_workers, len(todo))) as pool:
+        with ProcessPoolExecutor(min(n_workers, len(todo)), initializer=_die_with_parent) as pool:
             futures = {pool.submit(task, *args(chunks[k])): k for k in todo}
             for fut in as_completed(futures):
                 k = futures[fut]
@@ -139,6 +152,15 @@ def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: b
 
 
 _EXTRACTORS: dict[str, object] = {}
+
+
+def _die_with_parent() -> None:
+    """Worker processes end when prepare is killed (Linux: the parent-death signal)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _audio_args(settings: dict, audio: dict[str, str], chunk: list[str]) -> tuple:

@@ -17,9 +17,12 @@ No pickles anywhere: .npy, .npz without objects, Parquet, JSON, CSV.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +63,16 @@ class FeatureSet:
         meta_file = path / "meta.json"
         if not meta_file.is_file():
             raise MmferError(f"{path}: feature set is incomplete (no meta.json); rerun `mmfer prepare` to finish it")
-        meta = read_json(meta_file)
-        index = pd.read_parquet(path / "index.parquet")
-        data = np.load(path / "data.npy", mmap_mode="r")
+        repair = "rerun `mmfer prepare` with the same settings to repair it"
+        try:
+            meta = read_json(meta_file)
+            index = pd.read_parquet(path / "index.parquet")
+            data = np.load(path / "data.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise MmferError(f"{path}: damaged feature set ({str(err).splitlines()[0][:100]}); {repair}") from None
+        expected = (meta.get("frames"), int(meta["settings"]["dim"]))
+        if data.ndim != 2 or tuple(data.shape) != expected or len(index) != meta.get("utterances"):
+            raise MmferError(f"{path}: data.npy is {tuple(data.shape)}, meta.json says {expected}; {repair}")
         offsets = dict(zip(index["utt_id"], zip(index["offset"].tolist(), index["length"].tolist())))
         return cls(path, meta, data, offsets)
 
@@ -95,14 +105,22 @@ class FeatureStore:
         if not manifest.is_file():
             raise MmferError(f"{self.path} is not a finished feature store (no store.json); "
                              "create it with: mmfer prepare CORPUS --out STORE")
-        self.manifest = read_json(manifest)
-        self.corpus: Corpus = load_corpus(self.path / "corpus.parquet")
+        repair = "rerun `mmfer prepare` with the same corpus and --out to repair it"
+        try:
+            self.manifest = read_json(manifest)
+            self.corpus: Corpus = load_corpus(self.path / "corpus.parquet")
+        except (OSError, ValueError) as err:  # JSONDecodeError and Arrow errors are ValueErrors
+            raise MmferError(f"{self.path}: damaged store ({str(err).splitlines()[0][:100]}); {repair}") from None
+        if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("features"), dict):
+            raise MmferError(f"{manifest}: not an mmfer store.json; {repair}")
         self.features = {kind: FeatureSet.open(self.path / folder)
                          for kind, folder in self.manifest["features"].items()}
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple("audio" if k == "acoustic" else "text" for k in self.features)
+        from mmfer.streams import modalities_of
+
+        return modalities_of(self.features)
 
     def usable_ids(self, kinds: list[str]) -> list[str]:
         """Utterances that have every requested feature kind (extraction errors are left out)."""
@@ -168,3 +186,71 @@ def write_errors(path: Path, rows: list[tuple[str, str, str]]) -> None:
         w = csv.writer(fh)
         w.writerow(["utt_id", "stage", "reason"])
         w.writerows(rows)
+
+
+# ---------------------------------------------------------------- safety of the write side
+
+LOCK = ".mmfer-prepare.lock"
+
+
+@contextlib.contextmanager
+def store_lock(store: Path) -> Iterator[None]:
+    """One ``prepare`` per store at a time: a lock file holding the writer's pid. A lock left by a
+    process that no longer runs (killed) is taken over."""
+    path = Path(store) / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise MmferError(f"{store} is being written by another mmfer prepare (pid {pid}); wait for it to "
+                                 f"finish (or remove {path} if that process is gone)") from None
+            path.unlink(missing_ok=True)  # stale: its writer is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp(store: Path) -> list[Path]:
+    """Hidden ``.NAME.*.tmp`` files of atomic writes that a killed run left (only ours: the pattern
+    io.atomic_path uses), in the store and its feature folders. Call with the store lock held."""
+    gone = []
+    for folder in [store, *[p for p in store.iterdir() if p.is_dir()]]:
+        for f in list(folder.glob(".*.tmp")) + list(folder.glob("parts/.*.tmp")):
+            f.unlink(missing_ok=True)
+            gone.append(f)
+    return gone
+
+
+def intact(folder: Path) -> bool:
+    """A finished feature set whose files still match its meta.json (sizes and shapes)."""
+    try:
+        FeatureSet.open(folder)
+    except MmferError:
+        return False
+    return True
+
+
+def discard_finished(folder: Path) -> None:
+    """Forget a damaged finished set so it is extracted again: only the files mmfer wrote there."""
+    for name in ("meta.json", "data.npy", "index.parquet", "errors.csv"):
+        (folder / name).unlink(missing_ok=True)

@@ -51,6 +51,28 @@ class VectorEncoder(nn.Module):
         return torch.tanh(self.proj(self.input_dropout(x[:, 0]))), None
 
 
+class LinearExpert(nn.Module):
+    """A vector stream's class scores from a linear model fitted in closed form before training (see
+    training.linear.select_linear) and then frozen: W x + b, one score per class.
+
+    Why: on a few thousand utterances a network over-fits thousands of functionals, where a strongly
+    L2-regularised linear model with C chosen on the validation speakers does not. The frozen scores join
+    the modality's vector, so the network learns what the frames add to them.
+    """
+
+    prefit = True
+
+    def __init__(self, input_dim: int, n_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(input_dim, n_classes)
+        self.linear.requires_grad_(False)
+        self.output_dim = n_classes
+        self.scores_given = False  # training: the input already holds out-of-fold scores (see trainer)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return (x[:, 0] if self.scores_given else self.linear(x[:, 0])), None
+
+
 class ModalityJoin(nn.Module):
     """Several streams of one modality -> one vector: concatenation (the GMU fuses *across* modalities)."""
 
@@ -69,12 +91,41 @@ class EmotionModel(nn.Module):
         self.name = name
         self.n_classes = n_classes
         self.kinds = self.spec.streams
-        self.encoders = nn.ModuleDict({k: (Encoder if stream(k).sequence else VectorEncoder)(dims[k], cfg)
-                                       for k in self.kinds})
+        self.encoders = nn.ModuleDict({k: self._encoder(k, dims[k], n_classes, cfg) for k in self.kinds})
         self.dropout = nn.Dropout(cfg.dropout)
         self.by_modality = {m: [k for k in self.kinds if stream(k).modality == m] for m in self.spec.modalities}
         self.joins = {m: ModalityJoin([self.encoders[k].output_dim for k in ks]) for m, ks in self.by_modality.items()}
         self.head = FUSIONS[self.spec.fusion]({m: j.output_dim for m, j in self.joins.items()}, n_classes, cfg)
+
+    @staticmethod
+    def _encoder(kind: str, dim: int, n_classes: int, cfg: ModelConfig) -> nn.Module:
+        s = stream(kind)
+        if s.sequence:
+            return Encoder(dim, cfg)
+        if s.closed_form and cfg.functionals == "linear":
+            return LinearExpert(dim, n_classes)
+        return VectorEncoder(dim, cfg)
+
+    def prefit_encoders(self) -> dict[str, LinearExpert]:
+        return {k: e for k, e in self.encoders.items() if getattr(e, "prefit", False)}
+
+    @torch.no_grad()
+    def start_from_prefit(self) -> None:
+        """With one modality, start as the prefitted linear model alone: its scores pass through the
+        classifier unchanged and the other parts of the vector get zero weight (they learn from there).
+        With several, the fusion head learns to combine them from its usual start."""
+        head = self.head
+        if not hasattr(head, "classifier") or len(self.by_modality) != 1:
+            return
+        (kinds,) = self.by_modality.values()
+        head.classifier.weight.zero_()
+        head.classifier.bias.zero_()
+        col = 0
+        for k in kinds:
+            width = self.encoders[k].output_dim
+            if k in self.prefit_encoders():
+                head.classifier.weight[:, col:col + width] = torch.eye(width)
+            col += width
 
     def forward(self, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> dict:
         pooled, attention = {}, {}

@@ -8,9 +8,11 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, File, Form, UploadFile
+from fastapi import FastAPI, File, Form, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmfer.errors import MmferError
 from mmfer.features.audio import SAMPLE_RATE
@@ -52,7 +54,28 @@ def pictures(result: dict, signal) -> dict:
     return out
 
 
-def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: float = 60.0) -> FastAPI:
+FORM_OVERHEAD = 64_000  # multipart boundaries and the text fields beside the audio
+
+
+def warm_up(pred) -> str | None:
+    """One prediction on a built-in short signal: a model folder whose features no longer match its
+    weights fails here, at start, instead of on every request. None = fine, else the reason."""
+    import numpy as np
+
+    t = np.arange(int(SAMPLE_RATE * 1.0)) / SAMPLE_RATE
+    signal = (0.1 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    try:
+        pred.predict(signal, "hello there" if pred.needs_text else None)
+    except Exception as err:  # noqa: BLE001 - reported in /healthz, the server stays up to say so
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+    return None
+
+
+def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: float = 60.0,
+               allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1"),
+               lexical: str | Path | None = None) -> FastAPI:
+    """The demo app. ``allowed_hosts``: Host header values answered (against DNS rebinding); ``lexical``:
+    a text encoder folder the user vouches for (see Predictor)."""
     from mmfer.serve.predictor import Predictor, resolve_model_dir
 
     model = Path(model)
@@ -62,31 +85,66 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
         with contextlib.suppress(MmferError):
             folder = resolve_model_dir(model, with_text=with_text)
             if folder not in loaded:
-                loaded[folder] = Predictor(folder)
+                loaded[folder] = Predictor(folder, lexical=lexical)
             predictors[role] = loaded[folder]
     if not predictors:
         raise MmferError(f"no trained model in {model}")
     main = predictors.get("text") or predictors["audio"]
+    problems = {p.name: err for p in loaded.values() if (err := warm_up(p))}
     page = resources.files("mmfer.serve").joinpath("static/index.html").read_text()
-    app = FastAPI(title="mmfer demo", version="0.1.0")
+    app = FastAPI(title="mmfer demo", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    hosts = {h.strip("[]").lower() for h in allowed_hosts}
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next):
+        host = (request.headers.get("host") or "").lower()
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.find("]")]
+        if name not in hosts:
+            return JSONResponse({"error": f"unknown host {name!r}: this server answers only {sorted(hosts)}"},
+                                status_code=421)
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": "GET, HEAD, POST, OPTIONS"})
+        if request.method == "POST":
+            length = request.headers.get("content-length", "")
+            if not length.isdigit():
+                return JSONResponse({"error": "send the upload with a Content-Length"}, status_code=411)
+            if int(length) > max_bytes + FORM_OVERHEAD:
+                return JSONResponse({"error": f"upload larger than {max_bytes / 1e6:.1f} MB"}, status_code=413)
+        return await call_next(request)
 
     @app.exception_handler(BadInput)
     async def _bad(_, exc: BadInput):
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return JSONResponse({"error": f"{where or 'request'}: {first.get('msg', 'invalid request')}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _crash(_, exc: Exception):
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def index() -> str:
         return page
 
-    @app.get("/healthz")
-    def healthz() -> dict:
-        return {"status": "ok", **main.describe(), "path": None,
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
+    def healthz() -> JSONResponse:
+        body = {"status": "error" if problems else "ok", **main.describe(), "path": None,
                 "audio_only_available": "audio" in predictors and not predictors["audio"].needs_text}
+        if problems:
+            body["problems"] = problems
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     @app.post("/api/predict")
-    async def predict(audio: UploadFile = File(...), text: str = Form("")) -> dict:
-        from mmfer.features.audio import AudioError, load_audio
-
+    async def predict(audio: UploadFile = File(...), text: str = Form(""), context: str = Form("")) -> dict:
+        """``context``: the preceding utterances of the conversation, one per line (oldest first)."""
         suffix = Path(audio.filename or "").suffix.lower()
         if suffix not in ACCEPTED:
             raise BadInput(415, f"unsupported audio type {suffix or '(none)'!r}: send {', '.join(ACCEPTED)}")
@@ -98,20 +156,28 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
         pred = predictors.get("text") if text.strip() else predictors.get("audio")
         if pred is None or (pred.needs_text and not text.strip()):
             raise BadInput(422, "this model needs the transcript: fill in the transcript field")
-        with tempfile.TemporaryDirectory(prefix="mmfer-") as tmp:
-            path = Path(tmp) / f"upload{suffix}"
-            path.write_bytes(data)
-            try:
-                signal = load_audio(path)
-            except AudioError as err:
-                raise BadInput(422, f"cannot use this audio: {err.reason}") from None
-        if len(signal) / SAMPLE_RATE > max_seconds:
-            raise BadInput(413, f"audio longer than {max_seconds:.0f} s")
+        signal = await run_in_threadpool(_decode, data, suffix, max_seconds)
         try:
-            result = await run_in_threadpool(pred.predict, signal, text or None)
+            previous = [line for line in context.splitlines() if line.strip()] or None
+            result = await run_in_threadpool(pred.predict, signal, text or None, 3, previous)
         except MmferError as err:
             raise BadInput(422, str(err)) from None
         result["images"] = await run_in_threadpool(pictures, result, signal)
         return result
 
     return app
+
+
+def _decode(data: bytes, suffix: str, max_seconds: float):
+    """Decode an upload in a private temp folder (header checked before decoding; see load_audio)."""
+    from mmfer.features.audio import AudioError, load_audio
+
+    with tempfile.TemporaryDirectory(prefix="mmfer-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        try:
+            return load_audio(path, max_seconds=max_seconds)
+        except AudioError as err:
+            reason = err.reason.replace(str(path), f"the upload ({suffix})").replace(tmp, "")  # no server paths
+            status = 413 if "longer than" in reason else 422
+            raise BadInput(status, f"cannot use this audio: {reason}") from None

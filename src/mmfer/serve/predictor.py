@@ -13,13 +13,28 @@ import numpy as np
 
 from mmfer import runs
 from mmfer.corpora.text import clean_text, words_of
-from mmfer.data import Normalizer, UtteranceSet, prepare_stream
+from mmfer.data import (
+    Normalizer,
+    UtteranceSet,
+    context_vector,
+    prepare_stream,
+    sentence_vector,
+    speaker_normalizers,
+)
 from mmfer.errors import MmferError
-from mmfer.features.audio import SAMPLE_RATE
+from mmfer.features.audio import SAMPLE_RATE, has_speech
 from mmfer.features.base import extractor_from_settings
 from mmfer.models.inference import infer
+from mmfer.models.linear import TfidfNgrams
 from mmfer.models.registry import get_model
 from mmfer.streams import stream
+
+MAX_WORDS = 200  # one utterance; longer text is a document, and its word-attention picture would be unreadable
+MAX_CHARACTERS = 2000
+
+
+class NoSpeech(MmferError):
+    """The audio holds no speech: say so instead of guessing an emotion."""
 
 
 def resolve_model_dir(path: str | Path, with_text: bool) -> Path:
@@ -28,8 +43,11 @@ def resolve_model_dir(path: str | Path, with_text: bool) -> Path:
 
 
 class Predictor:
-    def __init__(self, path: str | Path, fold: int | None = None):
+    def __init__(self, path: str | Path, fold: int | None = None, lexical: str | Path | None = None):
+        """``lexical``: the text encoder folder the user vouches for. A model folder's own record of where
+        its encoder lay is never loaded by itself (it could point at code); only the bundled MiniLM is."""
         self.path = Path(path).expanduser().resolve()
+        self.lexical_source = None if lexical is None else str(Path(lexical).expanduser().resolve())
         self.models, self.ckpts = [], []
         for f in runs.checkpoints(self.path, fold):
             model, ckpt = runs.load_checkpoint(f)
@@ -44,6 +62,7 @@ class Predictor:
         self.frame_reduction: int = first["model_config"]["frame_reduction"]
         self.steps = runs.seconds_per_step(self.features, self.frame_reduction)
         self.norms = [{k: Normalizer.from_dict(v) for k, v in c["norms"].items()} for c in self.ckpts]
+        self.tfidf = [TfidfNgrams.from_checkpoint(c["ngrams"]) if "ngrams" in c else None for c in self.ckpts]
         self._extractors: dict[str, object] = {}
         self._lock = threading.Lock()  # openSMILE and the engines are not re-entrant
 
@@ -58,19 +77,62 @@ class Predictor:
     def extractor(self, kind: str):
         """The extractor that made this stream's training features, rebuilt from its stored settings."""
         if kind not in self._extractors:
-            self._extractors[kind] = extractor_from_settings(self.features[kind])
+            settings = self.features[kind]
+            settings = settings.get("lexical", settings)
+            if settings.get("extractor") == "transformer" and settings.get("name") != "minilm":
+                if self.lexical_source is None:
+                    raise MmferError(f"this model's text encoder is a local folder ({settings.get('source')}); pass "
+                                     "it yourself with --lexical FOLDER to use it (model folders are not trusted "
+                                     "to choose code to load)")
+                settings = {**settings, "source": self.lexical_source, "name": Path(self.lexical_source).name}
+            self._extractors[kind] = extractor_from_settings(settings)
         return self._extractors[kind]
 
     def describe(self) -> dict:
         return {"model": self.name, "classes": self.classes, "folds": len(self.models),
                 "needs_text": self.needs_text, "needs_audio": self.needs_audio, "path": str(self.path)}
 
-    def predict(self, signal: np.ndarray | None, text: str | None = None, top: int = 3) -> dict:
-        """``signal``: 16 kHz mono float32 (see features.audio.load_audio)."""
+    def speaker_statistics(self, signals: list[np.ndarray]) -> dict[str, Normalizer]:
+        """Per-speaker statistics from several recordings of one voice (a session, a speaker's files), for
+        the streams the model normalises per speaker; empty (training statistics are used) when the model
+        was not trained so or there are fewer recordings than it needs."""
+        mode = self.ckpts[0].get("normalise", {})
+        if mode.get("mode") != "speaker" or len(signals) < mode.get("speaker_min_utterances", 10):
+            return {}
+        out = {}
+        with self._lock:
+            for k in self.kinds:
+                if stream(k).speaker_normalised and not stream(k).derived_from:
+                    arrays = [self.extractor(k).extract(x, SAMPLE_RATE) for x in signals]
+                    out.update(speaker_normalizers({k: arrays}, 1))
+        return out
+
+    def _context(self, texts: list[str] | None) -> np.ndarray:
+        """The ``context`` input from the preceding transcripts (oldest first), as in training."""
+        settings = self.features["context"]
+        enc = self.extractor("lexical")
+        sentences = []
+        for t in (texts or [])[-settings["before"]:] if settings["before"] else []:
+            w = words_of(clean_text(t))
+            if w:
+                sentences.append(sentence_vector(enc.extract(w)))
+        return context_vector(sentences, settings["dim"])
+
+    def predict(self, signal: np.ndarray | None, text: str | None = None, top: int = 3,
+                context: list[str] | None = None, speaker: dict[str, Normalizer] | None = None) -> dict:
+        """``signal``: 16 kHz mono float32 (see features.audio.load_audio). ``context``: the preceding
+        utterances' transcripts of the same conversation, oldest first. ``speaker``: statistics from
+        :meth:`speaker_statistics`; without them training statistics are used."""
         if self.needs_text and not (text and text.strip()):
             raise MmferError(f"model '{self.name}' needs the transcript (--text / the transcript field)")
         if self.needs_audio and signal is None:
             raise MmferError(f"model '{self.name}' needs audio")
+        if self.needs_audio and not has_speech(signal):
+            raise NoSpeech("no speech found: the recording is silent (no frame reaches -60 dBFS)")
+        if text is not None and (len(text) > MAX_CHARACTERS or len(text.split()) > MAX_WORDS):
+            raise MmferError(f"the transcript is too long ({len(text.split())} words, {len(text)} characters; "
+                             f"the limit is {MAX_WORDS} words / {MAX_CHARACTERS} characters per utterance)")
+        speaker = speaker or {}
         with self._lock:
             raw: dict[str, np.ndarray] = {}
             words: list[str] = []
@@ -79,15 +141,24 @@ class Predictor:
                 if not words:
                     raise MmferError("the transcript has no words")
             for k in self.kinds:
-                ext = self.extractor(k)
-                raw[k] = ext.extract(signal, SAMPLE_RATE) if ext.input == "audio" else ext.extract(words)
-                if ext.input == "audio" and len(raw[k]) == 0:
-                    raise MmferError("audio too short: no acoustic frames")
+                if k == "context":
+                    raw[k] = self._context(context)
+                elif k == "sentence":
+                    lex = raw["lexical"] if "lexical" in raw else self.extractor("lexical").extract(words)
+                    raw[k] = sentence_vector(lex)[None]
+                elif not stream(k).derived_from:
+                    ext = self.extractor(k)
+                    raw[k] = ext.extract(signal, SAMPLE_RATE) if ext.input == "audio" else ext.extract(words)
+                    if ext.input == "audio" and len(raw[k]) == 0:
+                        raise MmferError("audio too short: no acoustic frames")
             outs = []
-            for model, norms in zip(self.models, self.norms):
-                one = UtteranceSet(["utt"], None, {k: [prepare_stream(k, raw[k], norms[k], self.frame_reduction)]
-                                                   for k in self.kinds})
-                outs.append(infer(model, one))
+            for model, norms, tfidf in zip(self.models, self.norms, self.tfidf):
+                arrays = {}
+                for k in self.kinds:
+                    a = tfidf.transform([words]).toarray() if k == "ngrams" else raw[k]
+                    norm = speaker.get(k) or norms.get(k) or Normalizer.identity(a.shape[1])
+                    arrays[k] = [prepare_stream(k, a, norm, self.frame_reduction)]
+                outs.append(infer(model, UtteranceSet(["utt"], None, arrays)))
         p = np.mean([o["probs"][0] for o in outs], axis=0)
         gates = [float(o["gate"][0]) for o in outs if not np.isnan(o["gate"][0])]
         att = {k: np.mean([o["attention"][k][0] for o in outs], axis=0) for k in outs[0]["attention"]}
@@ -97,6 +168,8 @@ class Predictor:
             "model": self.name, "folds": len(self.models),
             "gate": float(np.mean(gates)) if gates else None,
             "modality_weights": {"audio": float(np.mean(gates)), "text": 1 - float(np.mean(gates))} if gates else None,
+            "normalisation": "speaker's own statistics" if speaker else "training statistics",
+            "context_utterances": len(context or []) if "context" in self.kinds else None,
         }
         result["duration"] = None if signal is None else len(signal) / SAMPLE_RATE
         for k, a in att.items():

@@ -10,7 +10,7 @@ from mmfer.errors import MmferError
 from mmfer.features.store import FeatureStore
 from mmfer.models.registry import get_model
 from mmfer.streams import extracted
-from mmfer.training.folds import make_folds
+from mmfer.training.folds import make_folds, resolve_protocol
 from mmfer.training.metrics import mean_std
 
 
@@ -26,9 +26,13 @@ def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path
     out.mkdir(parents=True, exist_ok=True)
     runs.write_config(out, {"model_name": model, "store": str(store.path),
                             "features": {k: store.features[k].meta["settings"] for k in extracted(spec.streams)},
+                            "normalise": cfg.features.normalise,
+                            "speaker_min_utterances": cfg.features.speaker_min_utterances,
+                            "context": [cfg.features.context_before, cfg.features.context_after],
                             **cfg.model_dump(include={"model", "train"})})
     classes = list(store.corpus.labels)
-    folds = make_folds(store.corpus.table, cfg.train.val_speakers, cfg.train.folds)
+    protocol = resolve_protocol(store.corpus.table, cfg.train.protocol)
+    folds = make_folds(store.corpus.table, cfg.train.val_speakers, cfg.train.folds, protocol)
     from mmfer.training.trainer import train_fold  # torch import only when training
 
     fold_metrics = []
@@ -41,31 +45,37 @@ def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path
             echo(f"{model} fold {fold.name}: WA {m['wa']:.3f}  UA {m['ua']:.3f}  F1 {m['f1']:.3f}  "
                  f"(best epoch {m['best_epoch']})")
         fold_metrics.append(m)
-    summary = summarize(model, classes, fold_metrics)
+    summary = summarize(model, classes, fold_metrics, protocol)
     runs.write_summary(out, summary)
     return summary
 
 
-def summarize(model: str, classes: list[str], fold_metrics: list[dict]) -> dict:
+def summarize(model: str, classes: list[str], fold_metrics: list[dict], protocol: str = "") -> dict:
     import numpy as np
 
     pooled = np.sum([np.asarray(m["confusion"]) for m in fold_metrics], axis=0)
     return {
         "model": model,
+        "protocol": protocol,
         "classes": classes,
         "folds": [{"fold": m["fold"], "test": m["test"], "wa": m["wa"], "ua": m["ua"], "f1": m["f1"],
-                   "n_test": m["n_test"], "best_epoch": m["best_epoch"]} for m in fold_metrics],
+                   "wf1": m.get("wf1"), "n_test": m["n_test"], "best_epoch": m["best_epoch"]}
+                  for m in fold_metrics],
         "wa": mean_std([m["wa"] for m in fold_metrics]),
         "ua": mean_std([m["ua"] for m in fold_metrics]),
         "f1": mean_std([m["f1"] for m in fold_metrics]),
+        "wf1": mean_std([m.get("wf1", float("nan")) for m in fold_metrics]),
+        "seconds_per_fold": mean_std([m.get("seconds", float("nan")) for m in fold_metrics]),
         "confusion": pooled.tolist(),
     }
 
 
 def table(summaries: list[dict]) -> str:
-    """The comparison table printed after cv/quickstart."""
-    lines = [f"{'model':<8} {'WA':>13} {'UA':>13} {'macro-F1':>13}", "-" * 50]
+    """The comparison table printed after cv/quickstart (%, mean ± std over folds; wall seconds per fold)."""
+    keys = ("wa", "ua", "f1", "wf1")
+    lines = [f"{'model':<11} {'WA':>13} {'UA':>13} {'macro-F1':>13} {'weighted-F1':>13} {'s/fold':>7}", "-" * 75]
     for s in summaries:
-        cells = [f"{100 * s[k]['mean']:5.1f} ± {100 * s[k]['std']:4.1f}" for k in ("wa", "ua", "f1")]
-        lines.append(f"{s['model']:<8} " + " ".join(f"{c:>13}" for c in cells))
+        cells = [f"{100 * s[k]['mean']:5.1f} ± {100 * s[k]['std']:4.1f}" if k in s else "" for k in keys]
+        sec = s.get("seconds_per_fold", {}).get("mean", float("nan"))
+        lines.append(f"{s['model']:<11} " + " ".join(f"{c:>13}" for c in cells) + f" {sec:>7.1f}")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
 
 
 def scores(y_true, y_pred, n_classes: int) -> dict:
-    """WA, UA and macro-F1 over the classes present in y_true (as scikit-learn computes them)."""
+    """WA, UA, macro-F1 and support-weighted F1 (MELD's headline) as scikit-learn computes them."""
     m = confusion(y_true, y_pred, n_classes)
     support = m.sum(axis=1)
     predicted = m.sum(axis=0)
@@ -26,6 +26,7 @@ def scores(y_true, y_pred, n_classes: int) -> dict:
         "wa": float(tp.sum() / max(m.sum(), 1)),
         "ua": float(recall[present].mean()) if present.any() else 0.0,
         "f1": float(f1[labels_used].mean()) if labels_used.any() else 0.0,
+        "wf1": float((f1 * support).sum() / max(support.sum(), 1)),
         "recall": recall.tolist(),
         "confusion": m.tolist(),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from mmfer import runs
 from mmfer.config import MmferConfig
-from mmfer.data import UtteranceSet, fit_normalizers
+from mmfer.data import UtteranceSet, attach_derived, fit_normalizers
 from mmfer.errors import MmferError
 from mmfer.features.store import FeatureStore
 from mmfer.models import EmotionModel, build_model, get_model
@@ -57,38 +58,117 @@ def class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+@dataclass
+class FoldData:
+    """One fold's utterances (those with every stream the model reads), normalisers and in-memory sets."""
+
+    train_ids: list[str]
+    val_ids: list[str]
+    test_ids: list[str]
+    norms: dict
+    sets: dict[str, UtteranceSet]
+    dims: dict[str, int]
+
+
+def fold_data(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig, classes: list[str],
+              kinds: list[str] | None = None) -> FoldData:
+    spec = get_model(model_name)
+    kinds = list(kinds if kinds is not None else spec.streams)
+    store.corpus.require(spec.modalities, f"model '{model_name}'")
+    fc = cfg.features
+    attach_derived(store, kinds, fc.context_before, fc.context_after)
+    usable = set(store.usable_ids(kinds))
+    ids = [[u for u in part if u in usable] for part in (fold.train, fold.val, fold.test)]
+    check_classes(fold, [store.corpus.table.set_index("utt_id").loc[i, "label"] for i in ids], classes)
+    # statistics: training part, or each speaker's own (label-free); never test labels
+    norms = fit_normalizers(store, ids[0], kinds, fc.normalise, fc.speaker_min_utterances)
+    sets = {name: UtteranceSet.from_store(store, part, classes, kinds, norms, cfg.model.frame_reduction)
+            for name, part in zip(("train", "val", "test"), ids)}
+    return FoldData(*ids, norms, sets, {k: store.features[k].dim for k in kinds})
+
+
+def check_classes(fold: Fold, labels: list, classes: list[str]) -> None:
+    """Refuse a training part with fewer than two classes; warn when validation or test lacks a class."""
+    import warnings
+
+    train = set(labels[0])
+    if len(train) < 2:
+        raise MmferError(f"fold {fold.name}: the training part has {len(train)} class(es) "
+                         f"({', '.join(sorted(train)) or 'none'}); a classifier needs at least two")
+    for name, part in zip(("validation", "test"), labels[1:]):
+        missing = sorted(set(classes) - set(part))
+        if missing and len(part):
+            warnings.warn(f"fold {fold.name}: the {name} part has no {', '.join(missing)}; UA averages over "
+                          "the classes present", stacklevel=3)
+
+
+def finish_fold(store: FeatureStore, fold: Fold, model: nn.Module, cfg: MmferConfig, classes: list[str],
+                run_dir: Path, data: FoldData, test: dict, started: float, extra_metrics: dict,
+                extra_checkpoint: dict | None = None) -> FoldResult:
+    """Score the test part once, write predictions, checkpoint and metrics (metrics last) through runs."""
+    labels = data.sets["test"].labels
+    pred = test["probs"].argmax(1)
+    result = scores(labels, pred, len(classes))
+    metrics = {"fold": fold.name, "test": fold.name, "test_speakers": fold.test_speakers,
+               "val_speakers": fold.val_speakers, "n_train": len(data.train_ids), "n_val": len(data.val_ids),
+               "n_test": len(data.test_ids), **extra_metrics, "classes": classes, **result,
+               "seconds": round(time.perf_counter() - started, 3)}
+    n = len(data.test_ids)
+    columns = {"utt_id": data.test_ids, "fold": fold.name, "true": [classes[i] for i in labels],
+               "pred": [classes[i] for i in pred], "probs": [p.tolist() for p in test["probs"]]}
+    for s in STREAMS.values():  # every attention column, empty where this model has no such stream
+        if s.attention_column:
+            att = test["attention"].get(s.name)
+            columns[s.attention_column] = [a.tolist() for a in att] if att else [None] * n
+    columns["gate"] = test["gate"]
+    predictions = pd.DataFrame(columns)
+    fc = cfg.features
+    features = {k: store.features[k].meta["settings"] for k in data.dims if k in store.features}
+    runs.save_checkpoint(runs.fold_dir(run_dir, fold.index) / runs.CHECKPOINT, model, cfg.model, classes, data.dims,
+                         {k: n.train for k, n in data.norms.items()}, features,
+                         {"normalise": {"mode": fc.normalise, "speaker_min_utterances": fc.speaker_min_utterances},
+                          **(extra_checkpoint or {})})
+    runs.write_fold(run_dir, fold.index, predictions, metrics)
+    return FoldResult(metrics, predictions)
+
+
 def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig, classes: list[str],
                run_dir: Path, progress: bool = True) -> FoldResult:
-    spec = get_model(model_name)
-    kinds = list(spec.streams)
-    store.corpus.require(spec.modalities, f"model '{model_name}'")
-    usable = set(store.usable_ids(kinds))
-    train_ids = [u for u in fold.train if u in usable]
-    val_ids = [u for u in fold.val if u in usable]
-    test_ids = [u for u in fold.test if u in usable]
+    started = time.perf_counter()
+    if get_model(model_name).family == "linear":
+        from mmfer.training.linear import train_linear_fold
+
+        return train_linear_fold(store, fold, model_name, cfg, classes, run_dir, started)
     tc, mc = cfg.train, cfg.model
     seed_everything(tc.seed + fold.index)
     torch.set_num_threads(tc.threads or os.cpu_count() or 1)
     device = pick_device(tc.device)
-    norms = fit_normalizers(store, train_ids, kinds)  # training part only: no peeking at val/test
-    sets = {name: UtteranceSet.from_store(store, ids, classes, kinds, norms, mc.frame_reduction)
-            for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids))}
-    dims = {k: store.features[k].dim for k in kinds}
-    model = build_model(model_name, dims, len(classes), mc).to(device)
+    data = fold_data(store, fold, model_name, cfg, classes)
+    sets = data.sets
+    model = build_model(model_name, data.dims, len(classes), mc).to(device)
     if tc.init_from:
         init_encoders(model, tc.init_from, fold.index)
-    weights = class_weights(sets["train"].labels, len(classes)) if tc.class_weighted else None
+    balanced = tc.class_weighted and tc.objective == "ua"  # class weights serve UA, not weighted F1
+    prefit = prefit_linear(model, data, len(classes), balanced, store, tc.objective)
+    weights = class_weights(sets["train"].labels, len(classes)) if balanced else None
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and tc.amp == "fp16")
     best = {"ua": -1.0, "loss": float("inf"), "epoch": 0, "state": None}
     history = []
+    if prefit:  # the prefitted linear model alone is a candidate too ("epoch 0")
+        val = infer(model, sets["val"], device)
+        s0 = scores(sets["val"].labels, val["probs"].argmax(1), len(classes))
+        best = {"ua": s0[tc.objective], "loss": val["loss"], "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+        history.append({"epoch": 0, "train_loss": float("nan"), "val_loss": val["loss"], "val_ua": s0["ua"],
+                        "val_wa": s0["wa"], "val_wf1": s0["wf1"]})
     bar = tqdm(range(1, tc.max_epochs + 1), desc=f"{model_name} fold {fold.name}", unit="ep",
                disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
+        given_scores(model, True)
         for batch in sets["train"].batches(tc.batch_size, shuffle=True, seed=tc.seed * 1000 + epoch):
             batch = batch.to(device)
             with autocast(device, tc.amp):
@@ -102,38 +182,52 @@ def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfi
             scaler.update()
             total += loss.item() * len(batch.ids)
             count += len(batch.ids)
+        given_scores(model, False)
         val = infer(model, sets["val"], device)
         val_scores = scores(sets["val"].labels, val["probs"].argmax(1), len(classes))
         history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val["loss"],
-                        "val_ua": val_scores["ua"], "val_wa": val_scores["wa"]})
+                        "val_ua": val_scores["ua"], "val_wa": val_scores["wa"], "val_wf1": val_scores["wf1"]})
         bar.set_postfix(loss=f"{total / max(count, 1):.3f}", val_ua=f"{val_scores['ua']:.3f}")
-        if (val_scores["ua"], -val["loss"]) > (best["ua"], -best["loss"]):
-            best = {"ua": val_scores["ua"], "loss": val["loss"], "epoch": epoch,
+        if (val_scores[tc.objective], -val["loss"]) > (best["ua"], -best["loss"]):
+            best = {"ua": val_scores[tc.objective], "loss": val["loss"], "epoch": epoch,
                     "state": copy.deepcopy(model.state_dict())}
         elif epoch - best["epoch"] >= tc.patience:
             break
     bar.close()
     model.load_state_dict(best["state"])
     test = infer(model, sets["test"], device)
-    pred = test["probs"].argmax(1)
-    result = scores(sets["test"].labels, pred, len(classes))
-    metrics = {"fold": fold.name, "test": fold.name, "test_speakers": fold.test_speakers,
-               "val_speakers": fold.val_speakers, "n_train": len(train_ids), "n_val": len(val_ids),
-               "n_test": len(test_ids), "best_epoch": best["epoch"], "val_ua": best["ua"], "classes": classes,
-               **result, "history": history}
-    columns = {"utt_id": test_ids, "fold": fold.name,
-               "true": [classes[i] for i in sets["test"].labels], "pred": [classes[i] for i in pred],
-               "probs": [p.tolist() for p in test["probs"]]}
-    for s in STREAMS.values():  # every attention column, empty where this model has no such stream
-        if s.attention_column:
-            att = test["attention"].get(s.name)
-            columns[s.attention_column] = [a.tolist() for a in att] if att else [None] * len(test_ids)
-    columns["gate"] = test["gate"]
-    predictions = pd.DataFrame(columns)
-    runs.save_checkpoint(runs.fold_dir(run_dir, fold.index) / runs.CHECKPOINT, model, mc, classes, dims, norms,
-                         {k: store.features[k].meta["settings"] for k in kinds})
-    runs.write_fold(run_dir, fold.index, predictions, metrics)
-    return FoldResult(metrics, predictions)
+    return finish_fold(store, fold, model, cfg, classes, run_dir, data, test, started,
+                       {"best_epoch": best["epoch"], "objective": tc.objective, "val_score": best["ua"],
+                        "history": history, **prefit})
+
+
+def given_scores(model: EmotionModel, on: bool) -> None:
+    for enc in model.prefit_encoders().values():
+        enc.scores_given = on
+
+
+def prefit_linear(model: EmotionModel, data: FoldData, n_classes: int, balanced: bool, store: FeatureStore,
+                  objective: str = "ua", inner_folds: int = 5) -> dict:
+    """Fit each closed-form encoder (LinearExpert) on the training part, C chosen on validation UA, and
+    replace the training utterances' inputs by cross-fitted scores (inner speaker-grouped folds)."""
+    from mmfer.training.linear import fit_scores, select_linear
+
+    info = {}
+    speaker_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"]))
+    speakers = np.array([speaker_of[u] for u in data.train_ids])
+    for k, enc in model.prefit_encoders().items():
+        xs = [np.concatenate(data.sets[p].arrays[k]) for p in ("train", "val")]
+        ys = [data.sets[p].labels for p in ("train", "val")]
+        ua, c, (coef, icpt), _ = select_linear(xs, ys, n_classes, balanced, objective)
+        with torch.no_grad():
+            enc.linear.weight.copy_(torch.from_numpy(coef))
+            enc.linear.bias.copy_(torch.from_numpy(icpt))
+        oof = fit_scores(xs[0], ys[0], speakers, c, n_classes, balanced, inner_folds)
+        data.sets["train"].arrays[k] = [row[None] for row in oof]
+        info[f"{k}_C"], info[f"{k}_val_score"] = c, ua
+    if info:
+        model.start_from_prefit()
+    return info
 
 
 def init_encoders(model: EmotionModel, init_from: dict[str, str], fold_index: int) -> None:

@@ -1,0 +1,139 @@
+"""Real-data benchmark: every model and baseline on the two real development corpora in ../shared/data,
+on the same folds, with per-fold wall time. Writes benchmarks/results/real.json; `--table` prints the
+README's "Real data" table from that file.
+
+    python benchmarks/real.py [--data ../shared/data] [--work DIR] [--only ravdess|meld] [--out FILE]
+    python benchmarks/real.py --table [--out FILE]
+
+* RAVDESS (audio, 8 classes): kfold-speaker, 6 folds of 4 actors (A01-04, A05-08, ...), UA headline.
+* MELD (text, 7 classes): the official split (train / dev chooses the epoch / test), weighted F1 headline.
+
+Defaults are the package's defaults (configs/default.yaml); the ablation rows change one setting each.
+Nothing here was fitted on a test fold: C and epochs are chosen on the validation speakers (RAVDESS) or
+on dev (MELD).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# (corpus, row name, model, config overrides, note)
+RUNS = [
+    ("ravdess", "audio-svm", "audio-svm", {}, "baseline: functionals + per-speaker z-score + linear model"),
+    ("ravdess", "audio", "audio", {}, "default: frame focus + closed-form functionals scores (stacked)"),
+    ("ravdess", "audio (functionals learned)", "audio", {"model": {"functionals": "learned"}},
+     "ablation: low-rank projection of the functionals trained with the network"),
+    ("ravdess", "audio-frames", "audio-frames", {}, "ablation: LLD frames only (BLSTM + attention), 8 frames averaged"),
+    ("ravdess", "audio-frames, 3 frames averaged", "audio-frames", {"model": {"frame_reduction": 3}},
+     "ablation: frame averaging 3 (the earlier default) instead of 8"),
+    ("ravdess", "audio-frames, corpus normalisation", "audio-frames", {"features": {"normalise": "corpus"}},
+     "ablation: training-part statistics instead of per-speaker"),
+    ("meld", "text-tfidf", "text-tfidf", {}, "baseline: TF-IDF 1-2-grams + logistic regression"),
+    ("meld", "text", "text", {}, "default: word focus + closed-form sentence scores + previous 3 utterances"),
+    ("meld", "text-words", "text-words", {}, "ablation: the utterance's words only (BLSTM + attention)"),
+    ("meld", "text, +3 following utterances", "text", {"features": {"context_after": 3}},
+     "ablation: context also from the next 3 utterances (offline use only)"),
+    ("meld", "text, objective UA", "text", {"train": {"objective": "ua"}},
+     "ablation: class-weighted loss, epochs chosen on dev UA (the package default)"),
+]
+CORPORA = {
+    "ravdess": {"manifest": "ravdess/manifest.csv", "streams": "acoustic,functionals",
+                "train": {"protocol": "kfold-speaker", "folds": 6}, "headline": "ua"},
+    # MELD is scored by weighted F1: its rows optimise that (train.objective=wf1: unweighted loss, epochs and
+    # C chosen on dev wF1), the same setting for the baseline and every model.
+    "meld": {"manifest": "meld/manifest.csv", "streams": "lexical", "train": {"protocol": "split", "objective": "wf1"},
+             "headline": "wf1"},
+}
+
+
+def prepare_store(data: Path, work: Path, corpus: str) -> Path:
+    from mmfer.config import FeatureConfig
+    from mmfer.features.prepare import prepare
+
+    c = CORPORA[corpus]
+    store = work / f"{corpus}-store"
+    t = time.perf_counter()
+    prepare(data / c["manifest"], store, features=FeatureConfig(streams=c["streams"].split(",")),
+            progress=False, warn=lambda m: None)
+    print(f"{corpus}: store ready in {time.perf_counter() - t:.0f} s", flush=True)
+    return store
+
+
+def run(data: Path, work: Path, only: str | None) -> list[dict]:
+    from mmfer.config import load_config
+    from mmfer.training.cv import run_cv
+
+    rows = []
+    stores: dict[str, Path] = {}
+    for corpus, name, model, overrides, note in RUNS:
+        if only and corpus != only:
+            continue
+        if corpus not in stores:
+            stores[corpus] = prepare_store(data, work, corpus)
+        ov = {k: dict(v) for k, v in overrides.items()}
+        ov["train"] = {**CORPORA[corpus]["train"], "threads": 2, **ov.get("train", {})}
+        cfg = load_config(None, ov)
+        t = time.perf_counter()
+        out = work / "runs" / corpus / name.replace(" ", "_").replace(",", "")
+        s = run_cv(stores[corpus], model, cfg, out, progress=False, echo=lambda m: print("  " + m, flush=True))
+        rows.append({"corpus": corpus, "row": name, "model": model, "overrides": overrides, "note": note,
+                     "protocol": s["protocol"], "folds": len(s["folds"]), "classes": s["classes"],
+                     **{k: s[k] for k in ("wa", "ua", "f1", "wf1", "seconds_per_fold")},
+                     "wall_seconds": round(time.perf_counter() - t, 1)})
+        print(f"{corpus:8} {name:36} UA {s['ua']['mean']:.3f}  wF1 {s['wf1']['mean']:.3f}  "
+              f"{s['seconds_per_fold']['mean']:.0f} s/fold", flush=True)
+    return rows
+
+
+def _order(row: dict) -> int:
+    names = [(c, n) for c, n, *_ in RUNS]
+    return names.index((row["corpus"], row["row"])) if (row["corpus"], row["row"]) in names else len(names)
+
+
+def table(results: dict) -> str:
+    lines = ["| corpus | model | protocol | WA | UA | macro-F1 | weighted-F1 | s/fold | what |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    def cell(r: dict, k: str) -> str:
+        m = f"{100 * r[k]['mean']:.1f}"
+        return m + (f" ± {100 * r[k]['std']:.1f}" if r["folds"] > 1 else "")
+
+    for r in results["rows"]:
+        proto = f"{r['protocol']} ({r['folds']} folds)" if r["folds"] > 1 else "official split, test"
+        lines.append(f"| {r['corpus']} | {r['row']} | {proto} | {cell(r, 'wa')} | {cell(r, 'ua')} | {cell(r, 'f1')} | "
+                     f"{cell(r, 'wf1')} | {r['seconds_per_fold']['mean']:.0f} | {r['note']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/mmfer-real"))
+    ap.add_argument("--only", choices=sorted(CORPORA))
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "real.json")
+    ap.add_argument("--table", action="store_true", help="print the README table from --out and exit")
+    a = ap.parse_args()
+    if a.table:
+        print(table(json.loads(a.out.read_text())))
+        return
+    if not (a.data / "ravdess" / "manifest.csv").is_file():
+        raise SystemExit(f"real data not found under {a.data} (expected ravdess/ and meld/ manifests)")
+    import torch
+
+    rows = run(a.data.resolve(), a.work, a.only)
+    old = json.loads(a.out.read_text())["rows"] if a.out.is_file() else []
+    keep = [r for r in old if a.only and r["corpus"] != a.only]
+    results = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+               "date": time.strftime("%Y-%m-%d"), "rows": sorted(keep + rows, key=_order)}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
