@@ -263,3 +263,32 @@ def test_model_folder_cannot_choose_the_encoder_code(trained_runs, row, tmp_path
     import mmfer.features.lexical as lexical_module
 
     assert "trust_remote_code=False" in Path(lexical_module.__file__).read_text()
+
+
+def test_server_stops_promptly_on_sigterm(trained_runs):
+    import signal
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "mmfer", "serve", str(trained_runs / "audio"), "--port",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert json.loads(r.read())["status"] == "ok"
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("server did not start")
+        t = time.perf_counter()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=15)
+        assert time.perf_counter() - t < 10
+    finally:
+        if server.poll() is None:
+            server.kill()
