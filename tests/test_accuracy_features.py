@@ -192,3 +192,17 @@ def test_unicode_words_and_manifest_dialogue_columns(tmp_path):
     assert c.has("dialogues") and c.has("splits") and c.dropped["bad_row"] == 2
     assert any(":4:" in x and "turn/start/end" in x for x in c.problems)
     assert any(":5:" in x and "holdout" in x for x in c.problems)
+
+
+def test_cv_command_takes_protocol_and_objective(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmfer.cli import app
+
+    res = CliRunner().invoke(app, ["cv", str(store), "--model", "audio-svm", "--protocol", "loso-speaker",
+                                   "--objective", "wf1", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["protocol"] == "loso-speaker" and len(s["folds"]) == 8 and "weighted-F1" in res.stdout
+    m = json.loads((tmp_path / "run" / "fold-1" / "metrics.json").read_text())
+    assert m["objective"] == "wf1" and "val_wf1" in m["search"][0]

@@ -129,8 +129,12 @@ def cv_cmd(
     pooling: str = typer.Option(None, "--pooling", help="Override model.pooling: attention, mean or last."),
     seed: int = typer.Option(None, "--seed", help="Override train.seed."),
     max_epochs: int = typer.Option(None, "--max-epochs", min=1, help="Override train.max_epochs."),
+    protocol: str = typer.Option(None, "--protocol", help="Override train.protocol: auto, loso-session, "
+                                 "loso-speaker, kfold-speaker or split."),
+    objective: str = typer.Option(None, "--objective", help="Override train.objective: ua or wf1."),
 ) -> None:
-    """Leave-one-session-out cross-validation (validation speakers pick the epoch; test fold untouched)."""
+    """Speaker-independent cross-validation (leave one session out by default; validation speakers pick the
+    epoch and C; the test part is looked at once)."""
     from mmfer.config import load_config
     from mmfer.training.cv import run_cv, table
 
@@ -141,6 +145,9 @@ def cv_cmd(
         overrides["train"]["seed"] = seed
     if max_epochs:
         overrides["train"]["max_epochs"] = max_epochs
+    for key, value in (("protocol", protocol), ("objective", objective)):
+        if value:
+            overrides["train"][key] = value
     cfg = load_config(config, overrides)
     summary = run_cv(store, model, cfg, out, echo=typer.echo)
     typer.echo("\n" + table([summary]))

@@ -62,7 +62,8 @@ def help_text() -> str:
 
 
 register_model("audio", ("acoustic", "functionals"), None,
-               "frame focus (BLSTM + attention over LLD frames) joined with the utterance functionals", preference=40)
+               "frame focus (BLSTM + attention over LLD frames) joined with the functionals' closed-form class scores",
+               preference=40)
 register_model("text", ("lexical", "sentence", "context"), None,
                "word focus (BLSTM + attention over the words) joined with the utterance vector's closed-form scores "
                "and the preceding utterances' context vector", preference=45)
