@@ -18,7 +18,7 @@ Batches are padded, never packed: packing makes the LSTM backward pass ~10x slow
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +37,7 @@ class Normalizer:
     clip: float | None = None
 
     @classmethod
-    def fit(cls, arrays: list[np.ndarray]) -> Normalizer:
+    def fit(cls, arrays: Iterable[np.ndarray]) -> Normalizer:
         """Streaming mean/variance over all frames (float64), without concatenating the corpus."""
         n, s, ss = 0, 0.0, 0.0
         for a in arrays:
@@ -116,7 +116,6 @@ def fit_normalizers(store: FeatureStore, ids: list[str], kinds: list[str], mode:
                     min_utterances: int = 10) -> dict[str, StreamNorm]:
     """Statistics per stream: training part (``ids``) always; every speaker's own in 'speaker' mode."""
     out = {}
-    table = store.corpus.table
     for k in kinds:
         fs = store.features[k]
         if mode == "none" and stream(k).speaker_normalised:
@@ -125,13 +124,26 @@ def fit_normalizers(store: FeatureStore, ids: list[str], kinds: list[str], mode:
         train = Normalizer.fit([fs.get(u) for u in ids])
         speakers: dict[str, Normalizer] = {}
         if mode == "speaker" and stream(k).speaker_normalised:
-            by_spk: dict[str, list[np.ndarray]] = {}
-            for u, spk in zip(table["utt_id"], table["speaker"]):
-                if u in fs:
-                    by_spk.setdefault(spk, []).append(fs.get(u))
-            speakers = speaker_normalizers(by_spk, min_utterances)
+            speakers = store_speaker_statistics(store, k, min_utterances)
         out[k] = StreamNorm(train, speakers)
     return out
+
+
+def store_speaker_statistics(store: FeatureStore, kind: str, min_utterances: int) -> dict[str, Normalizer]:
+    """Every speaker's statistics for one stream of the store. Label-free, so the same for every fold:
+    computed once per store object, streaming one utterance at a time (never the whole corpus in memory)."""
+    cache = store.__dict__.setdefault("_speaker_statistics", {})
+    key = (kind, min_utterances)
+    if key not in cache:
+        fs, table = store.features[kind], store.corpus.table
+        ids_of: dict[str, list[str]] = {}
+        for u, spk in zip(table["utt_id"], table["speaker"]):
+            if u in fs:
+                ids_of.setdefault(spk, []).append(u)
+        cache[key] = {spk: Normalizer(n.mean, n.std, SPEAKER_CLIP)
+                      for spk, ids in ids_of.items() if len(ids) >= min_utterances
+                      for n in [Normalizer.fit(fs.get(u) for u in ids)]}
+    return cache[key]
 
 
 class UtteranceSet:
