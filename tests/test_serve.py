@@ -50,13 +50,49 @@ def test_good_input(client, row):
         assert res["images"][key].startswith("data:image/png;base64,") and len(res["images"][key]) > 5000
 
 
-def test_missing_transcript_falls_back_to_audio_model(client, row, trained_runs, tmp_path):
-    r = _post(client, row["audio"], "")
+def test_missing_transcript_without_recognition_falls_back_to_audio_model(row, trained_runs, tmp_path):
+    plain = TestClient(create_app(trained_runs, asr="none"), base_url=LOCAL)
+    assert plain.get("/healthz").json()["recognition"] is None
+    r = _post(plain, row["audio"], "")
     assert r.status_code == 200 and r.json()["model"] == "audio" and r.json()["gate"] is None
     only = tmp_path / "only"
     shutil.copytree(trained_runs / "mmmf", only)
-    r = _post(TestClient(create_app(only), base_url=LOCAL), row["audio"], "  ")
+    r = _post(TestClient(create_app(only, asr="none"), base_url=LOCAL), row["audio"], "  ")
     assert r.status_code == 422 and "needs the transcript" in r.json()["error"]
+
+
+@pytest.mark.asr
+def test_missing_transcript_is_recognised_with_word_times(client, row):
+    assert client.get("/healthz").json()["recognition"].startswith("whisper-base")
+    res = _post(client, row["audio"], "").json()
+    assert res["model"] == "mmmf" and res["transcript_source"] == "recognised" and res["transcript"].strip()
+    assert any(w["timing"] == "recognised" for w in res["words"])
+    assert len(set(res["words"][0]) & {"start", "end"}) == 2 and res["images"]["frame_attention"]
+    typed = _post(client, row["audio"], row["text"]).json()
+    assert typed["transcript_source"] == "typed" and [w["word"] for w in typed["words"]] == list(row["words"])
+
+
+@pytest.mark.asr
+def test_long_upload_gives_a_timeline_of_segments(trained_runs, sample_corpus, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from mmfer.features.audio import load_audio
+
+    t = read_corpus(sample_corpus).table
+    parts = []
+    for k in range(6):
+        parts += [load_audio(t.iloc[k * 5]["audio"]), np.zeros(int(16000 * 1.5), np.float32)]
+    sf.write(tmp_path / "long.wav", np.concatenate(parts), 16000)
+    assert sf.info(tmp_path / "long.wav").duration > 20  # longer than one utterance: segmented
+    client = TestClient(create_app(trained_runs, max_seconds=60), base_url=LOCAL)
+    r = _post(client, tmp_path / "long.wav", "")
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["timeline"].startswith("data:image/png;base64,") and len(res["segments"]) >= 4
+    ok = [s for s in res["segments"] if "error" not in s]
+    assert ok and all(s["emotion"] in s["probabilities"] and s["images"]["frame_attention"] for s in ok)
+    assert [s["start"] for s in res["segments"]] == sorted(s["start"] for s in res["segments"])
 
 
 @pytest.mark.parametrize("name, data, status, message", [
@@ -99,7 +135,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 @pytest.fixture(scope="module")
-def browser_page(trained_runs):
+def browser_page(trained_runs, sample_corpus, tmp_path_factory):
     """Headless Debian Chromium (driven by Playwright) on the demo served on a loopback port."""
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
@@ -117,7 +153,10 @@ def browser_page(trained_runs):
         time.sleep(0.1)
     try:
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            # the fake microphone plays a sample utterance (real speech for the recogniser), looped
+            voice = read_corpus(sample_corpus).table.iloc[0]["audio"]
+            browser = p.chromium.launch(executable_path=chromium,
+                                        args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={voice}"])
 
             def new_page():
                 page = browser.new_page()
@@ -151,16 +190,52 @@ def test_real_browser_upload(browser_page, row, tmp_path):
 
 
 @pytest.mark.browser
-def test_real_browser_recording(browser_page):
+@pytest.mark.asr
+def test_real_browser_recording_is_transcribed(browser_page):
+    """Record → the transcript box fills in from recognition → emotion shown; an edit re-runs."""
     page = browser_page()
     page.click("#rec")
     page.wait_for_function("document.getElementById('recstate').textContent.includes('recording')")
-    page.wait_for_timeout(1500)
+    page.wait_for_timeout(3500)
     page.click("#rec")
     page.wait_for_function("document.getElementById('recstate').textContent.includes('recorded')", timeout=20_000)
-    page.fill("#text", "what a lovely surprise")
     page.click("#go")
     _assert_result_panel(page)  # the page's own WAV encoding was accepted by the server
+    heard = page.input_value("#text")
+    assert len(heard.split()) >= 2 and "recognised" in page.inner_text("#textnote")
+    page.evaluate("document.getElementById('result').style.display = 'none'")
+    page.fill("#text", "what a lovely surprise")
+    page.dispatch_event("#text", "change")  # editing the transcript runs the prediction again
+    _assert_result_panel(page)
+    assert page.input_value("#text") == "what a lovely surprise" and page.inner_text("#textnote") == ""
+
+
+@pytest.mark.browser
+@pytest.mark.asr
+def test_real_browser_long_upload_shows_clickable_timeline(browser_page, sample_corpus, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from mmfer.features.audio import load_audio
+
+    t = read_corpus(sample_corpus).table
+    parts = []
+    for k in range(6):
+        parts += [load_audio(t.iloc[k * 5 + 1]["audio"]), np.zeros(int(16000 * 1.5), np.float32)]
+    sf.write(tmp_path / "long.wav", np.concatenate(parts), 16000)
+    page = browser_page()
+    page.set_input_files("#file", str(tmp_path / "long.wav"))
+    page.click("#go")
+    page.wait_for_selector("#timelinebox", state="visible", timeout=120_000)
+    assert page.eval_on_selector("#timeline", "img => img.complete ? img.naturalWidth : 0") > 600
+    buttons = page.query_selector_all("#segments button")
+    assert len(buttons) >= 4
+    _assert_result_panel(page)
+    for k in (2, 0):  # each click shows that segment's own result
+        buttons[k].click()
+        assert "on" in (buttons[k].get_attribute("class") or "")
+        assert f" {page.inner_text('#emotion').strip().upper()} " in buttons[k].inner_text()
+    page.screenshot(path=str(tmp_path / "timeline-demo.png"), full_page=True)
 
 
 @pytest.mark.browser

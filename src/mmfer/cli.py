@@ -95,6 +95,12 @@ def prepare_cmd(
     workers: int = typer.Option(None, "--workers", min=0, help="Processes for audio extraction; 0 = all cores."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any utterance fails extraction."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help=OUTSIDE_HELP),
+    transcribe: bool = typer.Option(False, "--transcribe", help="Build the text streams from what the recogniser "
+                                    "hears instead of the corpus's transcripts (to measure what ASR errors cost)."),
+    asr: str = typer.Option("auto", "--asr", help="With --transcribe: 'auto' (bundled Whisper-base) or a local "
+                            "faster-whisper model folder."),
+    language: str = typer.Option(None, "--language", help="With --transcribe: the spoken language (default: "
+                                 "detected per utterance)."),
 ) -> None:
     """Extract the feature streams once (frame LLDs, functionals, per-word vectors) into a resumable store."""
     from mmfer.config import load_config
@@ -103,8 +109,16 @@ def prepare_cmd(
     given = {"acoustic": acoustic, "lexical": lexical, "workers": workers,
              "streams": [x.strip() for x in streams.split(",") if x.strip()] if streams else None}
     cfg = load_config(config, {"features": {k: v for k, v in given.items() if v is not None}})
+    rec = None
+    if transcribe:
+        from mmfer.speech.asr import INSTALL_HINT, recogniser
+
+        rec = recogniser(asr if asr != "none" else "auto", language=language)
+        if rec is None:
+            raise MmferError(INSTALL_HINT)
     res = prepare(corpus_path, out, corpus=corpus, labels=labels, features=cfg.features, strict=strict,
-                  warn=lambda m: typer.echo(m, err=True), allow_outside=allow_outside)
+                  warn=lambda m: typer.echo(m, err=True), allow_outside=allow_outside, recogniser=rec,
+                  language=language)
     for kind, n in res.extracted.items():
         typer.echo(f"{kind}: {n} utterances{' (already done, reused)' if kind in res.reused else ''}")
     if res.errors:
@@ -167,40 +181,128 @@ def report_cmd(
     typer.echo(f"report written: {path}")
 
 
+ASR_HELP = ("Speech recognition for transcripts: 'auto' (the bundled Whisper-base when mmfer[asr] is installed), "
+            "'none', or a local faster-whisper model folder (e.g. a larger Whisper). Typed transcripts win.")
+
+
 @app.command("predict")
 def predict_cmd(
     model: Path = typer.Argument(..., help="A cv run, a folder of runs (quickstart's runs/), or an export."),
-    audio: Path = typer.Argument(..., help="wav/flac/ogg file, any sample rate or channel count."),
-    text: str = typer.Option(None, "--text", help="Transcript. Without it, an audio-only model is used."),
+    inputs: list[Path] = typer.Argument(..., help="Audio files (wav/flac/ogg/mp3, any rate or channel count), "
+                                        "folders (searched recursively) or CSV manifests (columns audio and "
+                                        "optionally text, speaker, dialogue, start, end, id)."),
+    text: str = typer.Option(None, "--text", help="Transcript of a single short input. Without it the "
+                             "recogniser supplies one (--asr), or an audio-only model is used."),
+    out: Path = typer.Option(None, "--out", help="Write one row per utterance/segment to a .csv, .parquet or "
+                             ".jsonl file (resumable: inputs already in it are skipped)."),
+    asr: str = typer.Option("auto", "--asr", help=ASR_HELP),
+    language: str = typer.Option(None, "--language", help="Spoken language code (e.g. en) for recognition; "
+                                 "default: detected once per recording (passing it makes recognition ~1.7x faster)."),
+    max_utterance: float = typer.Option(20.0, "--max-utterance", min=1.0, help="A file longer than this many "
+                                        "seconds is a recording: it is cut into 1-15 s speech segments."),
+    plot: Path = typer.Option(None, "--plot", help="PNG timeline of one recording: waveform, segments coloured "
+                              "by emotion, probabilities over time, transcript."),
     context: list[str] = typer.Option(None, "--context", help="A preceding utterance of the same conversation "
                                       "(repeat, oldest first): the text model's dialogue context."),
     speaker_audio: list[Path] = typer.Option(None, "--speaker-audio", help="Other recordings of the same voice "
                                              "(repeat): enough of them give per-speaker normalisation."),
     fold: int = typer.Option(None, "--fold", help="Use one fold's model instead of the ensemble of all folds."),
     lexical: Path = typer.Option(None, "--lexical", help=LEXICAL_TRUST_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help=OUTSIDE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (one short input)."),
 ) -> None:
-    """Predict the emotion of one utterance; show probabilities, modality gate and what was attended to."""
-    from mmfer.features.audio import AudioError, load_audio
+    """Predict emotions: one utterance (probabilities, modality gate, what was attended to), or many
+    files / a long recording (a table of segments, with --out and --plot)."""
+    from mmfer.serve.batch import BatchPredictor, expand_inputs
     from mmfer.serve.predictor import Predictor, resolve_model_dir
+    from mmfer.speech.asr import available, recogniser
 
-    pred = Predictor(resolve_model_dir(model, with_text=bool(text)), fold=fold, lexical=lexical)
+    items = expand_inputs(inputs, allow_outside=allow_outside)
+    single = len(items) == 1 and out is None and plot is None and _is_short(items[0], max_utterance)
+    if text and not single:
+        raise MmferError("--text is for one short input; for several, give a manifest with a text column")
+    rec = None if text and single else recogniser(asr, language=language)
+    typed = bool(text) or any(it.text for it in items)
+    pred = Predictor(resolve_model_dir(model, with_text=typed or rec is not None), fold=fold, lexical=lexical)
+    if pred.needs_text and not typed and rec is None and asr == "auto" and not available():
+        typer.echo("note: no transcript and no recogniser (pip install 'mmfer[asr]'); using audio only", err=True)
     if text and not pred.needs_text:
         typer.echo(f"note: model '{pred.name}' uses audio only; the transcript is not used", err=True)
+    if single:
+        _predict_one(pred, rec, items[0], text, context, speaker_audio, language, as_json)
+        return
+    batch = BatchPredictor(pred, rec if pred.needs_text else None, language=language, max_utterance=max_utterance)
+    rows = batch.run(items, out, echo=lambda m: typer.echo(m, err=True))
+    _print_rows(rows, pred.classes)
+    if out is not None:
+        errors = sum(1 for r in rows if r.get("error"))
+        typer.echo(f"{len(rows)} row(s) written to {out}" + (f" ({errors} with an error)" if errors else ""))
+    if plot is not None:
+        files = sorted({r["file"] for r in rows})
+        if len(files) != 1:
+            raise MmferError(f"--plot draws one recording's timeline; got {len(files)} files")
+        from mmfer.analysis.plots import to_png
+        from mmfer.analysis.timeline import timeline
+        from mmfer.io import write_bytes
 
-    def load(path: Path):
+        write_bytes(plot, to_png(timeline(files[0], rows, pred.classes)))
+        typer.echo(f"timeline written: {plot}")
+
+
+def _is_short(item, max_utterance: float) -> bool:
+    from mmfer.features.audio import AudioError
+    from mmfer.speech.segment import audio_header
+
+    if item.start is not None:
+        return True
+    try:
+        info = audio_header(item.file)
+    except AudioError as err:
+        raise MmferError(f"{item.file}: {err.reason}") from None
+    return info.frames / info.samplerate <= max_utterance
+
+
+def _print_rows(rows: list[dict], classes: list[str]) -> None:
+    for r in rows:
+        where = f"{Path(r['file']).name} {r['start'] or 0:7.2f}-{r['end'] or 0:7.2f} s"
+        if r.get("error"):
+            typer.echo(f"{where}  error: {r['error']}")
+            continue
+        said = (r.get("transcript") or "")[:60]
+        typer.echo(f"{where}  {r['emotion']:<5} {r['p_' + r['emotion']]:5.0%}  {said}")
+
+
+def _predict_one(pred, rec, item, text, context, speaker_audio, language, as_json) -> None:
+    from mmfer.features.audio import AudioError, has_speech, load_audio
+    from mmfer.serve.predictor import NoSpeech
+
+    def load(path, start=None, end=None):
         try:
-            return load_audio(path)
+            return load_audio(path, start=start, end=end)
         except AudioError as err:
             raise MmferError(f"{path}: {err.reason}") from None
 
-    signal = load(audio)
+    signal = load(item.file, item.start, item.end)
+    text = text or item.text
+    if not has_speech(signal):
+        raise NoSpeech(f"{item.file}: no speech found: the recording is silent (no frame reaches -60 dBFS)")
+    heard = rec.transcribe(signal, language=language) if rec is not None and pred.needs_text else None
+    source = "typed" if text else "recognised" if heard else None
+    if not text and heard is not None:
+        text = heard.text
+        if not text.strip():
+            raise MmferError(f"{item.file}: no words recognised; pass the transcript with --text")
     speaker = pred.speaker_statistics([signal] + [load(p) for p in speaker_audio]) if speaker_audio else None
-    res = pred.predict(signal, text if pred.needs_text else None, context=context or None, speaker=speaker)
+    res = pred.predict(signal, text if pred.needs_text else None, context=context or None, speaker=speaker,
+                       recognised=heard.words if heard else None)
+    res["transcript"] = text if pred.needs_text else None
+    res["transcript_source"] = source if pred.needs_text else None
     if as_json:
         typer.echo(json.dumps(res))
         return
     typer.echo(f"emotion: {res['emotion']}   (model {res['model']}, {res['folds']} fold model(s))")
+    if res["transcript_source"] == "recognised":
+        typer.echo(f"recognised: {text}")
     for c, p in sorted(res["probabilities"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {c:<5} {p:6.1%} {'#' * int(round(p * 40))}")
     if res["gate"] is not None:
@@ -235,8 +337,13 @@ def serve_cmd(
     max_mb: float = typer.Option(10.0, "--max-mb", help="Largest accepted upload, MB."),
     max_seconds: float = typer.Option(60.0, "--max-seconds", help="Longest accepted audio, seconds."),
     lexical: Path = typer.Option(None, "--lexical", help=LEXICAL_TRUST_HELP),
+    asr: str = typer.Option("auto", "--asr", help=ASR_HELP),
+    language: str = typer.Option(None, "--language", help="Spoken language for recognition (default: detected)."),
+    max_utterance: float = typer.Option(20.0, "--max-utterance", min=1.0, help="Longer uploads are cut into "
+                                        "segments and shown as a timeline."),
 ) -> None:
-    """Serve the local web demo: upload or record audio, type the transcript, see what the model saw."""
+    """Serve the local web demo: upload or record audio; the transcript is recognised (editable) or typed; see
+    what the model saw, or a long recording's timeline."""
     import uvicorn
 
     from mmfer.serve.app import create_app
@@ -246,7 +353,7 @@ def serve_cmd(
     hosts = ("127.0.0.1", "localhost", "::1", host) if host not in ("0.0.0.0", "::") else ("127.0.0.1", "localhost",
                                                                                           "::1")
     app_ = create_app(model, max_bytes=int(max_mb * 1e6), max_seconds=max_seconds, allowed_hosts=hosts,
-                      lexical=lexical)
+                      lexical=lexical, asr=asr, language=language, max_utterance=max_utterance)
     typer.echo(f"mmfer demo on http://{host}:{port}/  (Ctrl-C to stop)")
     uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 

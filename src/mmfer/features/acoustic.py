@@ -58,9 +58,9 @@ class _OpenSmile:
         rows = self.smile.process_signal(x, sr).to_numpy(dtype=np.float32)
         return np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
 
-    def __call__(self, audio_path: str | Path) -> np.ndarray:
-        """Raises AudioError for audio that cannot be used."""
-        return self.extract(load_audio(audio_path))
+    def __call__(self, audio_path: str | Path, start: float | None = None, end: float | None = None) -> np.ndarray:
+        """Raises AudioError for audio that cannot be used. ``start``/``end``: see audio.segment_of."""
+        return self.extract(load_audio(audio_path, start=start, end=end))
 
 
 @register_extractor

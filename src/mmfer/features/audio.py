@@ -24,10 +24,24 @@ class AudioError(Exception):
         self.reason = reason
 
 
-def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS
-               ) -> np.ndarray:
+def segment_of(duration: float, start: float | None, end: float | None) -> tuple[float, float] | None:
+    """The part of a file a manifest row means: ``start``/``end`` cut the file when the file reaches
+    ``end`` (a segment of a long recording); when it does not, they are times in some other frame (e.g.
+    MELD's times in the episode, with one clip per utterance) and the whole file is the utterance."""
+    if start is None or end is None or not (np.isfinite(start) and np.isfinite(end)) or end <= start:
+        return None
+    if start < 0 or end > duration + 0.01:
+        return None
+    return float(start), float(min(end, duration))
+
+
+def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS,
+               start: float | None = None, end: float | None = None) -> np.ndarray:
     """Decode, mix to mono and resample; the header is checked *before* decoding, so memory stays bounded
-    whatever a file claims to be (rate 8-192 kHz, at most ``max_seconds`` and MAX_CHANNELS)."""
+    whatever a file claims to be (rate 8-192 kHz, at most ``max_seconds`` and MAX_CHANNELS).
+
+    ``start``/``end`` (seconds) read one segment of a long file without decoding the rest (see
+    :func:`segment_of`)."""
     path = Path(path)
     if not str(path) or not path.is_file():
         raise AudioError("missing audio file")
@@ -43,11 +57,16 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: fl
     if not 1 <= info.channels <= MAX_CHANNELS:
         raise AudioError(f"implausible channel count {info.channels} in the header")
     seconds = info.frames / info.samplerate
+    part = segment_of(seconds, start, end)
+    first, frames = 0, info.frames
+    if part is not None:
+        first, last = int(part[0] * info.samplerate), int(round(part[1] * info.samplerate))
+        frames, seconds = last - first, (last - first) / info.samplerate
     if max_seconds is not None and seconds > max_seconds:
         raise AudioError(f"audio longer than {max_seconds:g} s ({seconds:.1f} s), the limit for one utterance: "
                          "cut long recordings into utterances first")
     try:
-        x, sr = sf.read(path, dtype="float32", always_2d=True, frames=info.frames)
+        x, sr = sf.read(path, dtype="float32", always_2d=True, start=first, frames=frames)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise AudioError(f"unreadable audio ({str(err).splitlines()[0][:120]})") from None
     x = x.mean(axis=1)

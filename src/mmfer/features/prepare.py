@@ -49,20 +49,24 @@ class PrepareResult:
 
 
 def corpus_digest(corpus: Corpus) -> str:
-    """Changes when the utterances (ids, audio paths, words) change: a new corpus gets new features."""
+    """Changes when the utterances (ids, audio paths and segments, words) change: a new corpus gets new
+    features."""
     t = corpus.table
     h = hashlib.sha1()
-    for u, a, w in zip(t["utt_id"], t["audio"], t["words"]):
-        h.update(f"{u}\t{a}\t{' '.join(w)}\n".encode())
+    for u, a, w, s, e in zip(t["utt_id"], t["audio"], t["words"], t["start"], t["end"]):
+        part = f"\t{s:.3f}-{e:.3f}" if a and np.isfinite(s) and np.isfinite(e) else ""
+        h.update(f"{u}\t{a}{part}\t{' '.join(w)}\n".encode())
     return h.hexdigest()[:12]
 
 
 def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None, labels: str | None = None,
             features: FeatureConfig | None = None, strict: bool = False, progress: bool = True,
-            warn=print, allow_outside: bool = False, **overrides) -> PrepareResult:
+            warn=print, allow_outside: bool = False, recogniser=None, language: str | None = None,
+            **overrides) -> PrepareResult:
     """Extract every stream of ``features.streams`` whose modality the corpus has, one folder each.
 
-    ``overrides`` are ``features`` fields (``workers=2``, ``acoustic="egemaps"``, ...).
+    ``overrides`` are ``features`` fields (``workers=2``, ``acoustic="egemaps"``, ...). ``recogniser``
+    (speech.asr): build the text streams from recognised instead of typed transcripts.
     """
     features = FeatureConfig.model_validate({**(features or FeatureConfig()).model_dump(), **overrides})
     out = Path(out).expanduser().resolve()
@@ -73,18 +77,26 @@ def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None,
         raise MmferError(f"{corpus_path}: no utterance left after the label policy and filters")
     out.mkdir(parents=True, exist_ok=True)
     with store_lock(out):
-        return _prepare(out, c, features, strict, progress)
+        return _prepare(out, c, features, strict, progress, recogniser, language)
 
 
-def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progress: bool) -> PrepareResult:
+def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progress: bool, recogniser=None,
+             language: str | None = None) -> PrepareResult:
     remove_stale_temp(out)
+    asr_errors: list[tuple[str, str, str]] = []
+    if recogniser is not None:
+        from mmfer.speech.transcribe import transcribe_corpus
+
+        c.require(("audio",), "--transcribe")
+        c, asr_errors = transcribe_corpus(c, out, recogniser, language, progress)
     save_corpus(c, out / "corpus.parquet")
     digest = corpus_digest(c)
     ids = c.table["utt_id"].tolist()
     result = PrepareResult(out)
+    result.errors += asr_errors
     folders: dict[str, str] = {}
     n_workers = features.workers or os.cpu_count() or 1
-    audio = dict(zip(ids, c.table["audio"]))
+    audio = dict(zip(ids, zip(c.table["audio"], c.table["start"], c.table["end"])))
     words = dict(zip(ids, c.table["words"]))
     for name in features.streams:
         if stream(name).derived_from or stream(name).modality not in c.modalities:
@@ -171,7 +183,7 @@ def _words_args(words: dict, chunk: list[str]) -> tuple:
     return chunk, [list(words[u]) for u in chunk]
 
 
-def _audio_task(settings: dict, ids: list[str], paths: list[str]):
+def _audio_task(settings: dict, ids: list[str], paths: list[tuple[str, float, float]]):
     """One chunk of an audio extractor; rebuilt from its settings once per (worker) process."""
     key = json.dumps(settings, sort_keys=True)
     ext = _EXTRACTORS.get(key) or _EXTRACTORS.setdefault(key, extractor_from_settings(settings))
@@ -179,7 +191,7 @@ def _audio_task(settings: dict, ids: list[str], paths: list[str]):
     errors: dict[str, str] = {}
     for u, p in zip(ids, paths):
         try:
-            a = ext(p)
+            a = ext(*p)
             if len(a) == 0:
                 raise AudioError("no frames extracted")
             arrays.append(a)

@@ -41,13 +41,16 @@ def pictures(result: dict, signal) -> dict:
     words = result.get("words")
     if "frames" in result:
         names = starts = ends = None
+        timing = "no words"
         if words:
+            timing = ("word times from recognition" if all(w.get("timing") in ("recognised", "substituted")
+                                                            for w in words) else "word positions approximate")
             names = [w["word"] for w in words]
             starts = [w["start"] for w in words]
             ends = [w["end"] for w in words]
         out["frame_attention"] = _png(plots.frame_attention(
             signal, SAMPLE_RATE, result["frames"]["attention"], result["frames"]["seconds_per_step"], names, starts,
-            ends, "frame attention over the waveform (word positions approximate)"))
+            ends, f"frame attention over the waveform ({timing})"))
     if words:
         out["word_attention"] = _png(plots.word_attention([w["word"] for w in words],
                                                           [w["attention"] for w in words], "word attention"))
@@ -73,10 +76,14 @@ def warm_up(pred) -> str | None:
 
 def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: float = 60.0,
                allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1"),
-               lexical: str | Path | None = None) -> FastAPI:
+               lexical: str | Path | None = None, asr: str | None = "auto", language: str | None = None,
+               max_utterance: float = 20.0) -> FastAPI:
     """The demo app. ``allowed_hosts``: Host header values answered (against DNS rebinding); ``lexical``:
-    a text encoder folder the user vouches for (see Predictor)."""
+    a text encoder folder the user vouches for (see Predictor); ``asr``: the recogniser that fills in a
+    missing transcript (speech.asr.recogniser; 'none' = off); an upload longer than ``max_utterance``
+    seconds is cut into segments and shown as a timeline."""
     from mmfer.serve.predictor import Predictor, resolve_model_dir
+    from mmfer.speech.asr import recogniser
 
     model = Path(model)
     predictors: dict[str, Predictor] = {}
@@ -90,6 +97,7 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
     if not predictors:
         raise MmferError(f"no trained model in {model}")
     main = predictors.get("text") or predictors["audio"]
+    rec = recogniser(asr, language=language) if "text" in predictors else None
     problems = {p.name: err for p in loaded.values() if (err := warm_up(p))}
     page = resources.files("mmfer.serve").joinpath("static/index.html").read_text()
     app = FastAPI(title="mmfer demo", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
@@ -137,7 +145,9 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     def healthz() -> JSONResponse:
         body = {"status": "error" if problems else "ok", **main.describe(), "path": None,
-                "audio_only_available": "audio" in predictors and not predictors["audio"].needs_text}
+                "audio_only_available": "audio" in predictors and not predictors["audio"].needs_text,
+                "recognition": rec.settings()["model"] if rec is not None else None,
+                "max_utterance_seconds": max_utterance}
         if problems:
             body["problems"] = problems
         return JSONResponse(body, status_code=503 if problems else 200)
@@ -153,30 +163,59 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
             raise BadInput(413, f"upload larger than {max_bytes / 1e6:.1f} MB")
         if not data:
             raise BadInput(400, "empty upload")
-        pred = predictors.get("text") if text.strip() else predictors.get("audio")
-        if pred is None or (pred.needs_text and not text.strip()):
+        pred = predictors.get("text") if text.strip() or rec is not None else predictors.get("audio")
+        if pred is None or (pred.needs_text and not text.strip() and rec is None):
             raise BadInput(422, "this model needs the transcript: fill in the transcript field")
-        signal = await run_in_threadpool(_decode, data, suffix, max_seconds)
+        previous = [line for line in context.splitlines() if line.strip()] or None
         try:
-            previous = [line for line in context.splitlines() if line.strip()] or None
-            result = await run_in_threadpool(pred.predict, signal, text or None, 3, previous)
+            return await run_in_threadpool(_analyse, pred, rec, data, suffix, text, previous, max_seconds,
+                                           max_utterance)
         except MmferError as err:
             raise BadInput(422, str(err)) from None
-        result["images"] = await run_in_threadpool(pictures, result, signal)
-        return result
 
     return app
 
 
-def _decode(data: bytes, suffix: str, max_seconds: float):
-    """Decode an upload in a private temp folder (header checked before decoding; see load_audio)."""
+def _analyse(pred, rec, data: bytes, suffix: str, text: str, previous: list[str] | None, max_seconds: float,
+             max_utterance: float) -> dict:
+    """One upload, in a private temp folder (header checked before decoding; see load_audio): a short one
+    is one utterance; a long one is cut into segments, each predicted with the ones before as context,
+    and drawn as a timeline."""
     from mmfer.features.audio import AudioError, load_audio
+    from mmfer.serve.batch import BatchPredictor, Item, Unit, units_of
+    from mmfer.speech.segment import audio_header
 
+    batch = BatchPredictor(pred, rec if pred.needs_text else None, max_utterance=max_utterance)
     with tempfile.TemporaryDirectory(prefix="mmfer-") as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(data)
         try:
-            return load_audio(path, max_seconds=max_seconds)
+            info = audio_header(path)
+            seconds = info.frames / info.samplerate
+            if seconds > max_seconds:
+                raise AudioError(f"audio longer than {max_seconds:g} s ({seconds:.1f} s), this server's limit")
+            if seconds <= max_utterance:
+                signal = load_audio(path, max_seconds=max_seconds)
+                _, result = batch.predict_unit(Unit(0.0, len(signal) / SAMPLE_RATE, signal, text.strip() or None),
+                                               list(previous or []))
+                result["images"] = pictures(result, signal)
+                return result
+            context, rows, segments = list(previous or []), [], []
+            for unit in units_of(Item(str(path), "upload"), max_utterance, 1.0, 15.0):
+                try:
+                    row, result = batch.predict_unit(unit, context)
+                except MmferError as err:
+                    segments.append({"start": unit.start, "end": unit.end, "error": str(err)})
+                    continue
+                result["images"] = pictures(result, unit.signal)
+                segments.append(result)
+                rows.append({**row, "start": unit.start, "end": unit.end})
+            if not rows:
+                raise MmferError("no speech found in the recording")
+            from mmfer.analysis.timeline import timeline
+
+            return {"segments": segments, "duration": seconds,
+                    "timeline": _png(timeline(path, rows, pred.classes, title="the upload's timeline"))}
         except AudioError as err:
             reason = err.reason.replace(str(path), f"the upload ({suffix})").replace(tmp, "")  # no server paths
             status = 413 if "longer than" in reason else 422

@@ -92,20 +92,30 @@ class Predictor:
         return {"model": self.name, "classes": self.classes, "folds": len(self.models),
                 "needs_text": self.needs_text, "needs_audio": self.needs_audio, "path": str(self.path)}
 
-    def speaker_statistics(self, signals: list[np.ndarray]) -> dict[str, Normalizer]:
+    @property
+    def speaker_min_utterances(self) -> int | None:
+        """How many recordings of a voice give it its own statistics; None: the model was not trained with
+        per-speaker normalisation."""
+        mode = self.ckpts[0].get("normalise", {})
+        return mode.get("speaker_min_utterances", 10) if mode.get("mode") == "speaker" else None
+
+    def speaker_statistics(self, signals) -> dict[str, Normalizer]:
         """Per-speaker statistics from several recordings of one voice (a session, a speaker's files), for
         the streams the model normalises per speaker; empty (training statistics are used) when the model
-        was not trained so or there are fewer recordings than it needs."""
-        mode = self.ckpts[0].get("normalise", {})
-        if mode.get("mode") != "speaker" or len(signals) < mode.get("speaker_min_utterances", 10):
+        was not trained so or there are fewer recordings than it needs. ``signals``: any iterable (one
+        signal is held at a time; only its features are kept)."""
+        need = self.speaker_min_utterances
+        if need is None:
             return {}
-        out = {}
-        with self._lock:
-            for k in self.kinds:
-                if stream(k).speaker_normalised and not stream(k).derived_from:
-                    arrays = [self.extractor(k).extract(x, SAMPLE_RATE) for x in signals]
-                    out.update(speaker_normalizers({k: arrays}, 1))
-        return out
+        kinds = [k for k in self.kinds if stream(k).speaker_normalised and not stream(k).derived_from]
+        arrays: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+        n = 0
+        for x in signals:
+            n += 1
+            with self._lock:
+                for k in kinds:
+                    arrays[k].append(self.extractor(k).extract(x, SAMPLE_RATE))
+        return speaker_normalizers(arrays, 1) if n >= need and kinds else {}
 
     def _context(self, texts: list[str] | None) -> np.ndarray:
         """The ``context`` input from the preceding transcripts (oldest first), as in training."""
@@ -119,10 +129,13 @@ class Predictor:
         return context_vector(sentences, settings["dim"])
 
     def predict(self, signal: np.ndarray | None, text: str | None = None, top: int = 3,
-                context: list[str] | None = None, speaker: dict[str, Normalizer] | None = None) -> dict:
+                context: list[str] | None = None, speaker: dict[str, Normalizer] | None = None,
+                recognised: list | None = None) -> dict:
         """``signal``: 16 kHz mono float32 (see features.audio.load_audio). ``context``: the preceding
         utterances' transcripts of the same conversation, oldest first. ``speaker``: statistics from
-        :meth:`speaker_statistics`; without them training statistics are used."""
+        :meth:`speaker_statistics`; without them training statistics are used. ``recognised``: a
+        recogniser's timed words for this signal (speech.asr.Word): the transcript's words are aligned to
+        them for word times; without them times are spread by word length and marked approximate."""
         if self.needs_text and not (text and text.strip()):
             raise MmferError(f"model '{self.name}' needs the transcript (--text / the transcript field)")
         if self.needs_audio and signal is None:
@@ -175,9 +188,9 @@ class Predictor:
         for k, a in att.items():
             if stream(k).modality == "text":
                 w_att = a[: len(words)]
-                times = approximate_word_times(signal, words) if signal is not None else [(None, None)] * len(words)
-                result["words"] = [{"word": w, "attention": float(x), "start": s, "end": e}
-                                   for w, x, (s, e) in zip(words, w_att, times)]
+                times = word_times(signal, words, recognised)
+                result["words"] = [{"word": w, "attention": float(x), "start": s, "end": e, "timing": how}
+                                   for w, x, (s, e, how) in zip(words, w_att, times)]
                 result["top_words"] = [d["word"] for d in sorted(result["words"], key=lambda d: -d["attention"])[:top]]
             elif k in self.steps:
                 result["frames"] = {"seconds_per_step": self.steps[k], "attention": [float(x) for x in a]}
@@ -198,6 +211,18 @@ def top_spans(att: np.ndarray, step: float, n: int, width: float = 0.3) -> list[
         if len(spans) == n:
             break
     return sorted(spans, key=lambda s: -s["attention"])
+
+
+def word_times(signal: np.ndarray | None, words: list[str], recognised: list | None
+               ) -> list[tuple[float | None, float | None, str]]:
+    """(start, end, how) per word: aligned to recognised words when there are some, else approximate."""
+    if signal is None:
+        return [(None, None, "none")] * len(words)
+    if recognised:
+        from mmfer.speech.align import align
+
+        return [(w.start, w.end, w.timing) for w in align(words, recognised, len(signal) / SAMPLE_RATE)]
+    return [(s, e, "approximate") for s, e in approximate_word_times(signal, words)]
 
 
 ENERGY_STEP = 10 / 1000  # seconds per energy frame when placing words without alignment

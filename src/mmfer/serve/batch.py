@@ -1,0 +1,324 @@
+"""Batch prediction: files, folders or a manifest in; one row per utterance or speech segment out.
+
+Each input becomes one or more *units*: a short file is one utterance (as in training); a long recording
+is cut into speech segments (speech.segment, streamed); a manifest row may name a segment of a file by
+``start``/``end``. A unit gets its transcript from the manifest (typed) or from the recogniser, its
+dialogue context from the units before it (the same recording, or the same ``dialogue`` in a
+manifest), and per-speaker normalisation from the manifest's ``speaker`` column when that speaker has
+enough recordings.
+
+Rows go to a journal (``OUT.partial.jsonl``) one input at a time, so an interrupted run resumes where it
+stopped; the output file (CSV, Parquet or JSON Lines by extension) is written atomically at the end. A
+file that cannot be read is a row with its error, not a crash.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmfer.errors import MmferError
+from mmfer.features.audio import SAMPLE_RATE, AudioError, load_audio
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus"}
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
+MAX_UTTERANCE = 20.0  # seconds: a longer file is a recording to segment, not one utterance
+CONTEXT_KEEP = 10  # preceding transcripts kept per conversation (the model uses at most its own k)
+
+
+@dataclass
+class Item:
+    """One input: a file (whole, or a segment of it) with what a manifest says about it."""
+
+    file: str
+    key: str  # what identifies it in the output, for resuming
+    text: str | None = None
+    speaker: str | None = None
+    dialogue: str | None = None
+    start: float | None = None
+    end: float | None = None
+    error: str | None = None
+
+
+def _manifest_items(path: Path, allow_outside: bool) -> list[Item]:
+    """A CSV with an audio column (any of the corpus manifest's names) and optional text, speaker,
+    dialogue, start, end. Relative paths are relative to the manifest."""
+    from mmfer.corpora.manifest import ALIASES, seconds
+
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise MmferError(f"{path}: the manifest is empty") from None
+        lower = {h.strip().lower(): i for i, h in enumerate(header)}
+        col = {c: next((lower[n] for n in names if n in lower), None) for c, names in ALIASES.items()}
+        if col["audio"] is None:
+            raise MmferError(f"{path}:1: a prediction manifest needs an audio column ({', '.join(ALIASES['audio'])})")
+        items = []
+        for line, values in enumerate(reader, start=2):
+            if not any(v.strip() for v in values):
+                continue
+            if len(values) != len(header):
+                raise MmferError(f"{path}:{line}: {len(values)} fields where the header has {len(header)}")
+
+            def get(c: str, values=values) -> str:
+                return values[col[c]].strip() if col[c] is not None else ""
+
+            given = Path(get("audio"))
+            audio = (path.parent / given).resolve()
+            if not given.is_absolute() and not audio.is_relative_to(path.parent.resolve()) and not allow_outside:
+                raise MmferError(f"{path}:{line}: audio path {str(given)!r} leaves the manifest's folder; move the "
+                                 "file or pass --allow-outside")
+            try:
+                start, end = seconds(get("start")), seconds(get("end"))
+            except ValueError:
+                raise MmferError(f"{path}:{line}: start/end must be seconds or HH:MM:SS,mmm") from None
+            start = None if math.isnan(start) else start
+            end = None if math.isnan(end) else end
+            key = get("id") or (f"{audio}@{start}-{end}" if start is not None else str(audio))
+            items.append(Item(str(audio), key, get("text") or None, get("speaker") or None, get("dialogue") or None,
+                              start, end))
+    return items
+
+
+def expand_inputs(inputs: list[Path], allow_outside: bool = False) -> list[Item]:
+    """Files, folders (recursively, audio suffixes only, sorted) and .csv manifests, in the order given."""
+    items: list[Item] = []
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise MmferError(f"{p}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in this folder")
+            items += [Item(str(f.resolve()), str(f.resolve())) for f in found]
+        elif p.suffix.lower() == ".csv" and p.is_file():
+            items += _manifest_items(p.resolve(), allow_outside)
+        else:
+            items.append(Item(str(p.resolve()), str(p.resolve())))  # a missing file becomes an error row
+    return items
+
+
+@dataclass
+class Unit:
+    start: float
+    end: float
+    signal: np.ndarray
+    text: str | None = None
+
+
+def units_of(item: Item, max_utterance: float, min_seconds: float, max_seconds: float) -> Iterator[Unit]:
+    """A short file or a manifest segment: one unit; a long recording: its speech segments, streamed."""
+    from mmfer.speech.segment import audio_header, segments
+
+    info = audio_header(item.file)
+    duration = info.frames / info.samplerate
+    if item.start is not None and item.end is not None:
+        x = load_audio(item.file, start=item.start, end=item.end, max_seconds=max_utterance)
+        yield Unit(item.start, item.start + len(x) / SAMPLE_RATE, x, item.text)
+    elif duration <= max_utterance:
+        x = load_audio(item.file, max_seconds=max_utterance)
+        yield Unit(0.0, len(x) / SAMPLE_RATE, x, item.text)
+    else:
+        for seg in segments(item.file, min_seconds, max_seconds):
+            yield Unit(seg.start, seg.end, seg.signal, None)  # a whole-file transcript cannot be split
+
+
+@dataclass
+class Journal:
+    """Rows written so far: the output file of an earlier complete run and the journal of this one."""
+
+    out: Path
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def partial(self) -> Path:
+        return self.out.with_name(self.out.name + ".partial.jsonl")
+
+    def load(self) -> set[str]:
+        if self.out.is_file():
+            self.rows += read_rows(self.out)
+        if self.partial.is_file():
+            with self.partial.open(encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        self.rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        break  # a line cut by a crash: that input is done again
+        return {r["key"] for r in self.rows}
+
+    def add(self, rows: list[dict]) -> None:
+        with self.partial.open("a", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.rows += rows
+
+    def finish(self) -> None:
+        write_rows(self.rows, self.out)
+        self.partial.unlink(missing_ok=True)
+
+
+def output_format(out: Path) -> str:
+    fmt = OUTPUT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise MmferError(f"--out {out}: the suffix says the format: {', '.join(OUTPUT_FORMATS)}")
+    return fmt
+
+
+def read_rows(path: Path) -> list[dict]:
+    import pandas as pd
+
+    fmt = output_format(path)
+    try:
+        if fmt == "csv":
+            df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        elif fmt == "parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_json(path, lines=True)
+    except Exception as err:  # noqa: BLE001 - any parser's complaint means the same thing here
+        raise MmferError(f"{path}: cannot read the earlier output to resume ({type(err).__name__}); move it away "
+                         "or delete it") from None
+    if "key" not in df.columns:
+        raise MmferError(f"{path}: not an mmfer prediction output (no 'key' column); choose another --out")
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in df.to_dict("records")]
+
+
+def write_rows(rows: list[dict], out: Path) -> None:
+    """Atomically, in the format the suffix names."""
+    import pandas as pd
+
+    from mmfer.io import atomic_path
+
+    df = pd.DataFrame(rows)
+    fmt = output_format(out)
+    with atomic_path(out) as tmp:
+        if fmt == "csv":
+            df.to_csv(tmp, index=False)
+        elif fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+
+
+class BatchPredictor:
+    """Runs a Predictor (and optionally a recogniser) over items; see the module docstring."""
+
+    def __init__(self, predictor, recogniser=None, language: str | None = None, max_utterance: float = MAX_UTTERANCE,
+                 min_seconds: float = 1.0, max_seconds: float = 15.0):
+        self.pred = predictor
+        self.asr = recogniser
+        self.language = language
+        self.max_utterance = max_utterance
+        self.min_seconds, self.max_seconds = min_seconds, max_seconds
+
+    def speaker_stats(self, items: list[Item], progress: Callable | None = None) -> dict[str, dict]:
+        """Statistics for each manifest speaker with enough recordings (short files or segments only)."""
+        need = self.pred.speaker_min_utterances
+        if need is None or not self.pred.needs_audio:
+            return {}
+        by: dict[str, list[Item]] = {}
+        for it in items:
+            if it.speaker:
+                by.setdefault(it.speaker, []).append(it)
+        out = {}
+        for spk, its in by.items():
+            if len(its) < need:
+                continue
+
+            def signals(its=its):
+                for it in its:
+                    try:
+                        yield load_audio(it.file, start=it.start, end=it.end, max_seconds=self.max_utterance)
+                    except AudioError:
+                        continue
+            stats = self.pred.speaker_statistics(signals())
+            if stats:
+                out[spk] = stats
+            if progress:
+                progress(spk)
+        return out
+
+    def rows_for(self, item: Item, context: list[str], speaker: dict | None) -> list[dict]:
+        """All rows of one input; ``context`` (the conversation so far) is extended in place."""
+        base = {"key": item.key, "file": item.file, "speaker": item.speaker or ""}
+        rows = []
+        language = self.language
+        try:
+            for unit in units_of(item, self.max_utterance, self.min_seconds, self.max_seconds):
+                row = {**base, "start": round(unit.start, 3), "end": round(unit.end, 3)}
+                try:
+                    row.update(self.predict_unit(unit, context, speaker, language)[0])
+                    language = language or row.get("language") or None  # detected once per recording
+                except MmferError as err:
+                    row["error"] = str(err)
+                rows.append(row)
+        except AudioError as err:
+            rows.append({**base, "start": item.start, "end": item.end, "error": f"cannot read: {err.reason}"})
+        return rows or [{**base, "start": None, "end": None, "error": "no speech found"}]
+
+    def predict_unit(self, unit: Unit, context: list[str], speaker: dict | None = None,
+                     language: str | None = None) -> tuple[dict, dict]:
+        """(output row, the Predictor's full result with transcript and its source) for one unit."""
+        from mmfer.features.audio import has_speech
+        from mmfer.serve.predictor import NoSpeech
+
+        text, source, words, lang = unit.text, "typed" if unit.text else "none", None, None
+        if not has_speech(unit.signal):
+            raise NoSpeech("no speech found: the recording is silent (no frame reaches -60 dBFS)")
+        if self.asr is not None and (self.pred.needs_text or text):
+            heard = self.asr.transcribe(unit.signal, language=language)
+            lang, words = heard.language, heard.words
+            if not text:
+                text, source = heard.text, "recognised"
+        if self.pred.needs_text and not (text and text.strip()):
+            raise MmferError("no transcript: nothing recognised in this segment" if self.asr else
+                             "no transcript: type it in the manifest's text column, or install recognition")
+        res = self.pred.predict(unit.signal, text if self.pred.needs_text else None, context=context[-CONTEXT_KEEP:],
+                                speaker=speaker, recognised=words)
+        if text:
+            context.append(text)
+        row = {"transcript": text or "", "transcript_source": source, "language": lang,
+               "emotion": res["emotion"], **{f"p_{c}": round(p, 5) for c, p in res["probabilities"].items()},
+               "gate_audio": None if res["gate"] is None else round(res["gate"], 4),
+               "normalisation": res["normalisation"] if self.pred.needs_audio else None, "error": None}
+        res.update(transcript=text or "", transcript_source=source, start=unit.start, end=unit.end)
+        return row, res
+
+    def run(self, items: list[Item], out: Path | None, progress: bool = True,
+            echo: Callable[[str], None] = print) -> list[dict]:
+        """All rows, in input order; with ``out``, journalled and written (resuming an earlier run)."""
+        from tqdm import tqdm
+
+        journal = None
+        done: set[str] = set()
+        if out is not None:
+            output_format(out)
+            journal = Journal(out)
+            done = journal.load()
+        todo = [it for it in items if it.key not in done]
+        if done:
+            echo(f"resuming: {len(items) - len(todo)} input(s) already in {out.name}, {len(todo)} to do")
+        stats = self.speaker_stats(todo)
+        contexts: dict[str, list[str]] = {}
+        rows: list[dict] = []
+        for it in tqdm(todo, desc="predict", unit="file", disable=not progress):
+            context = contexts.setdefault(it.dialogue, []) if it.dialogue else []
+            new = self.rows_for(it, context, stats.get(it.speaker or ""))
+            if journal is not None:
+                journal.add(new)
+            rows += new
+        if journal is None:
+            return rows
+        journal.finish()
+        return journal.rows
