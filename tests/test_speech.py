@@ -202,3 +202,26 @@ def test_prepare_transcribe_builds_text_from_recognition_and_resumes(table, tmp_
     prepare(manifest, tmp_path / "store", recogniser=rec, progress=False, warn=lambda m: None, allow_outside=True,
             streams=["acoustic", "lexical"], workers=1)
     assert len((tmp_path / "store" / "transcripts.jsonl").read_text().splitlines()) == 4  # nothing heard twice
+
+
+@asr
+def test_hours_of_audio_are_never_decoded_whole(table, tmp_path):
+    """20 minutes (77 MB once decoded) with one utterance a minute: peak memory stays far below the file."""
+    import tracemalloc
+
+    from mmfer.speech.segment import segments
+
+    x = load_audio(table.iloc[0]["audio"])
+    path = tmp_path / "twenty-minutes.flac"
+    with sf.SoundFile(path, "w", SAMPLE_RATE, 1, format="FLAC") as f:
+        for _ in range(20):
+            f.write(np.zeros(SAMPLE_RATE * 55, np.float32))
+            f.write(np.pad(x, (0, SAMPLE_RATE * 5 - len(x))))
+    tracemalloc.start()
+    try:
+        found = list(segments(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(found) == 20 and all(abs(s.start - (55 + 60 * k)) < 0.5 for k, s in enumerate(found))
+    assert peak < 45e6, f"peak {peak / 1e6:.0f} MB"

@@ -31,6 +31,8 @@ _state = {"debug": False}
 CORPUS_HELP = "Reader: 'iemocap' (a folder with Session1..5) or 'manifest' (a .csv). Default: detected."
 LEXICAL_TRUST_HELP = ("The local Hugging Face text encoder folder the model was trained with (needed, and "
                       "trusted, only for models not using the bundled MiniLM).")
+ACOUSTIC_TRUST_HELP = ("The local speech encoder folder (hf:PATH at prepare) the model was trained with (needed, "
+                       "and trusted, only for such models; its config must match).")
 OUTSIDE_HELP = "Let a manifest's relative audio paths leave its folder (../x.wav); refused by default."
 LABELS_HELP = ("Label policy: 4class (ang, hap+exc, neu, sad), 6class, all, a mapping 'a=x,b=y', or a "
                "YAML/JSON mapping file. Default: 4class for IEMOCAP codes, else all.")
@@ -87,9 +89,18 @@ def prepare_cmd(
     corpus: str = typer.Option(None, "--corpus", help=CORPUS_HELP),
     labels: str = typer.Option(None, "--labels", help=LABELS_HELP),
     acoustic: str = typer.Option(None, "--acoustic", help="compare (ComParE_2016: 65 LLDs per frame, 6,373 "
-                                 "functionals) or egemaps (eGeMAPSv02: 25 / 88). Default: compare."),
+                                 "functionals), egemaps (eGeMAPSv02: 25 / 88), or hf:PATH, a local self-supervised "
+                                 "speech encoder folder (wav2vec 2.0, HuBERT, WavLM, data2vec-audio, Whisper; 20 ms "
+                                 "frames). Default: compare."),
+    layers: str = typer.Option(None, "--layers", help="With hf:PATH: hidden states to keep: all (default; the model "
+                               "learns a weighted sum), '3,6,9', '6-9', or 'mean:6-9' (a fixed average, one layer)."),
+    pool: str = typer.Option(None, "--pool", help="With hf:PATH: none (20 ms frames, default) or mean (one vector "
+                             "per utterance: far less disk)."),
     lexical: str = typer.Option(None, "--lexical", help="minilm (bundled all-MiniLM-L6-v2), a local Hugging "
-                                "Face model folder, or a GloVe/word2vec .txt file. Default: minilm."),
+                                "Face model folder (PATH or hf:PATH: BERT, RoBERTa, DeBERTa, ...), or a "
+                                "GloVe/word2vec .txt file. Default: minilm."),
+    lexical_layers: str = typer.Option(None, "--lexical-layers", help="last (default), a layer number, or "
+                                       "'mean:A-B' (average of hidden states A..B)."),
     streams: str = typer.Option(None, "--streams", help="Comma-separated streams to extract (see "
                                 "docs/architecture.md), e.g. acoustic,functionals,lexical."),
     workers: int = typer.Option(None, "--workers", min=0, help="Processes for audio extraction; 0 = all cores."),
@@ -106,7 +117,8 @@ def prepare_cmd(
     from mmfer.config import load_config
     from mmfer.features.prepare import prepare
 
-    given = {"acoustic": acoustic, "lexical": lexical, "workers": workers,
+    given = {"acoustic": acoustic, "lexical": lexical, "workers": workers, "ssl_layers": layers, "ssl_pool": pool,
+             "lexical_layers": lexical_layers,
              "streams": [x.strip() for x in streams.split(",") if x.strip()] if streams else None}
     cfg = load_config(config, {"features": {k: v for k, v in given.items() if v is not None}})
     rec = None
@@ -208,6 +220,7 @@ def predict_cmd(
                                              "(repeat): enough of them give per-speaker normalisation."),
     fold: int = typer.Option(None, "--fold", help="Use one fold's model instead of the ensemble of all folds."),
     lexical: Path = typer.Option(None, "--lexical", help=LEXICAL_TRUST_HELP),
+    acoustic: Path = typer.Option(None, "--acoustic", help=ACOUSTIC_TRUST_HELP),
     allow_outside: bool = typer.Option(False, "--allow-outside", help=OUTSIDE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (one short input)."),
 ) -> None:
@@ -223,7 +236,8 @@ def predict_cmd(
         raise MmferError("--text is for one short input; for several, give a manifest with a text column")
     rec = None if text and single else recogniser(asr, language=language)
     typed = bool(text) or any(it.text for it in items)
-    pred = Predictor(resolve_model_dir(model, with_text=typed or rec is not None), fold=fold, lexical=lexical)
+    pred = Predictor(resolve_model_dir(model, with_text=typed or rec is not None), fold=fold, lexical=lexical,
+                     acoustic=acoustic)
     if pred.needs_text and not typed and rec is None and asr == "auto" and not available():
         typer.echo("note: no transcript and no recogniser (pip install 'mmfer[asr]'); using audio only", err=True)
     if text and not pred.needs_text:
@@ -337,6 +351,7 @@ def serve_cmd(
     max_mb: float = typer.Option(10.0, "--max-mb", help="Largest accepted upload, MB."),
     max_seconds: float = typer.Option(60.0, "--max-seconds", help="Longest accepted audio, seconds."),
     lexical: Path = typer.Option(None, "--lexical", help=LEXICAL_TRUST_HELP),
+    acoustic: Path = typer.Option(None, "--acoustic", help=ACOUSTIC_TRUST_HELP),
     asr: str = typer.Option("auto", "--asr", help=ASR_HELP),
     language: str = typer.Option(None, "--language", help="Spoken language for recognition (default: detected)."),
     max_utterance: float = typer.Option(20.0, "--max-utterance", min=1.0, help="Longer uploads are cut into "
@@ -353,7 +368,8 @@ def serve_cmd(
     hosts = ("127.0.0.1", "localhost", "::1", host) if host not in ("0.0.0.0", "::") else ("127.0.0.1", "localhost",
                                                                                           "::1")
     app_ = create_app(model, max_bytes=int(max_mb * 1e6), max_seconds=max_seconds, allowed_hosts=hosts,
-                      lexical=lexical, asr=asr, language=language, max_utterance=max_utterance)
+                      lexical=lexical, acoustic=acoustic, asr=asr, language=language,
+                      max_utterance=max_utterance)
     typer.echo(f"mmfer demo on http://{host}:{port}/  (Ctrl-C to stop)")
     uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 

@@ -22,9 +22,18 @@ class FeatureConfig(_Strict):
     streams: list[str] = Field(default_factory=lambda: ["acoustic", "functionals", "lexical"],
                                description="streams `prepare` extracts (see mmfer.streams), where the corpus "
                                            "has their modality")
-    acoustic: Literal["compare", "egemaps"] = "compare"
-    lexical: str = Field("minilm", description="'minilm', a local Hugging Face model folder, or a "
-                                                "GloVe/word2vec text vectors file")
+    acoustic: str = Field("compare", description="frame features: 'compare' (ComParE_2016 LLDs), 'egemaps' "
+                                                  "(eGeMAPSv02 LLDs) or 'hf:PATH' (a local self-supervised "
+                                                  "speech encoder folder: wav2vec 2.0, HuBERT, WavLM, "
+                                                  "data2vec-audio, Whisper)")
+    ssl_layers: str = Field("all", description="hf: encoders: hidden states kept: 'all' (the model learns a "
+                                               "weighted sum), '3,6,9', '6-9', or 'mean:6-9' (a fixed average)")
+    ssl_pool: Literal["none", "mean"] = Field("none", description="hf: encoders: 'none' keeps the 20 ms frames; "
+                                                                  "'mean' stores one vector per utterance")
+    lexical: str = Field("minilm", description="'minilm', a local Hugging Face model folder (or 'hf:PATH'), or "
+                                                "a GloVe/word2vec text vectors file")
+    lexical_layers: str = Field("last", description="transformer text encoders: 'last' hidden state, a layer "
+                                                    "number, or 'mean:A-B' (average of layers A..B)")
     workers: int = Field(0, ge=0, description="processes for extraction; 0 = all cores")
     shard_size: int = Field(64, ge=1, description="utterances per resumable unit of work")
     normalise: Literal["speaker", "corpus", "none"] = Field(
@@ -34,6 +43,13 @@ class FeatureConfig(_Strict):
                                                               "statistics are used instead")
     context_before: int = Field(3, ge=0, description="preceding utterances of the dialogue in the text context")
     context_after: int = Field(0, ge=0, description="following utterances in the context (off: live use has none)")
+
+    @field_validator("acoustic")
+    @classmethod
+    def _known_acoustic(cls, v: str) -> str:
+        if v in ("compare", "egemaps") or (v.startswith("hf:") and len(v) > 3):
+            return v
+        raise ValueError(f"{v!r}: use 'compare', 'egemaps' or 'hf:PATH' (a local speech encoder folder)")
 
     @field_validator("streams")
     @classmethod

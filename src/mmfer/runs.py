@@ -85,7 +85,10 @@ def load_checkpoint(path: Path):
     if get_model(ckpt["model"]).family == "linear":
         model = LinearModel(ckpt["model"], ckpt["dims"], len(ckpt["classes"]))
     else:
-        model = build_model(ckpt["model"], ckpt["dims"], len(ckpt["classes"]), ModelConfig(**ckpt["model_config"]))
+        from mmfer.features.base import stacked_layers
+
+        model = build_model(ckpt["model"], ckpt["dims"], len(ckpt["classes"]), ModelConfig(**ckpt["model_config"]),
+                            stacked_layers(ckpt.get("features", {})))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
 

@@ -37,7 +37,8 @@ class _OpenSmile:
 
     @classmethod
     def from_config(cls, features):
-        return cls(features.acoustic)
+        # with an SSL encoder for the frames (acoustic 'hf:PATH'), functionals stay ComParE's
+        return cls(features.acoustic if features.acoustic in FEATURE_SETS else "compare")
 
     @cached_property
     def smile(self):

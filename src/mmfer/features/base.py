@@ -54,6 +54,7 @@ def _load_builtin() -> None:
     # importing the modules registers their extractors; kept lazy so importing the registry is cheap
     import mmfer.features.acoustic  # noqa: F401
     import mmfer.features.lexical  # noqa: F401
+    import mmfer.features.ssl  # noqa: F401
 
 
 def extractor_class(family: str) -> type:
@@ -69,7 +70,20 @@ def extractor_from_settings(settings: dict):
 
 
 def extractor_for(stream_name: str, features: Any):
-    """The extractor the ``features`` config section asks for, for one stream."""
+    """The extractor the ``features`` config section asks for, for one stream: a registered extractor of
+    that stream whose ``accepts(features)`` says so (e.g. ``hf:PATH`` for an SSL encoder), else the
+    stream's default."""
     from mmfer.streams import stream
 
+    _load_builtin()
+    for cls in EXTRACTORS.values():
+        if cls.stream == stream_name and getattr(cls, "accepts", None) and cls.accepts(features):
+            return cls.from_config(features)
     return extractor_class(stream(stream_name).extractor).from_config(features)
+
+
+def stacked_layers(settings: dict[str, dict]) -> dict[str, int]:
+    """Streams whose frames hold several encoder layers side by side (``stored_layers`` in their feature
+    settings): the model learns a weighted sum of them."""
+    return {k: int(s["stored_layers"]) for k, s in settings.items()
+            if int(s.get("stored_layers", 1)) > 1 and s.get("hop_seconds")}

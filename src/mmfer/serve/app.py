@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mmfer.errors import MmferError
 from mmfer.features.audio import SAMPLE_RATE
 
-ACCEPTED = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg"}
+ACCEPTED = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 
 class BadInput(Exception):
@@ -76,7 +76,8 @@ def warm_up(pred) -> str | None:
 
 def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: float = 60.0,
                allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1"),
-               lexical: str | Path | None = None, asr: str | None = "auto", language: str | None = None,
+               lexical: str | Path | None = None, acoustic: str | Path | None = None, asr: str | None = "auto",
+               language: str | None = None,
                max_utterance: float = 20.0) -> FastAPI:
     """The demo app. ``allowed_hosts``: Host header values answered (against DNS rebinding); ``lexical``:
     a text encoder folder the user vouches for (see Predictor); ``asr``: the recogniser that fills in a
@@ -92,7 +93,7 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
         with contextlib.suppress(MmferError):
             folder = resolve_model_dir(model, with_text=with_text)
             if folder not in loaded:
-                loaded[folder] = Predictor(folder, lexical=lexical)
+                loaded[folder] = Predictor(folder, lexical=lexical, acoustic=acoustic)
             predictors[role] = loaded[folder]
     if not predictors:
         raise MmferError(f"no trained model in {model}")

@@ -43,11 +43,16 @@ def resolve_model_dir(path: str | Path, with_text: bool) -> Path:
 
 
 class Predictor:
-    def __init__(self, path: str | Path, fold: int | None = None, lexical: str | Path | None = None):
-        """``lexical``: the text encoder folder the user vouches for. A model folder's own record of where
-        its encoder lay is never loaded by itself (it could point at code); only the bundled MiniLM is."""
+    def __init__(self, path: str | Path, fold: int | None = None, lexical: str | Path | None = None,
+                 acoustic: str | Path | None = None):
+        """``lexical``/``acoustic``: the text / speech encoder folders the user vouches for. A model folder's
+        own record of where its encoders lay is never loaded by itself (it could point anywhere); only the
+        bundled MiniLM and openSMILE are."""
         self.path = Path(path).expanduser().resolve()
-        self.lexical_source = None if lexical is None else str(Path(lexical).expanduser().resolve())
+        self.lexical_source = None if lexical is None else str(Path(str(lexical).removeprefix("hf:")).expanduser()
+                                                                .resolve())
+        self.acoustic_source = None if acoustic is None else str(Path(str(acoustic).removeprefix("hf:"))
+                                                                 .expanduser().resolve())
         self.models, self.ckpts = [], []
         for f in runs.checkpoints(self.path, fold):
             model, ckpt = runs.load_checkpoint(f)
@@ -85,7 +90,17 @@ class Predictor:
                                      "it yourself with --lexical FOLDER to use it (model folders are not trusted "
                                      "to choose code to load)")
                 settings = {**settings, "source": self.lexical_source, "name": Path(self.lexical_source).name}
-            self._extractors[kind] = extractor_from_settings(settings)
+            if settings.get("extractor") == "hf-audio":
+                if self.acoustic_source is None:
+                    raise MmferError(f"this model's speech encoder is a local folder ({settings.get('source')}); "
+                                     "pass it yourself with --acoustic FOLDER (model folders are not trusted to "
+                                     "choose what to load)")
+                settings = {**settings, "source": self.acoustic_source}
+            ext = extractor_from_settings(settings)
+            if settings.get("extractor") == "hf-audio" and ext.settings()["config_sha1"] != settings["config_sha1"]:
+                raise MmferError(f"--acoustic {self.acoustic_source}: not the encoder this model was trained with "
+                                 "(its config.json differs)")
+            self._extractors[kind] = ext
         return self._extractors[kind]
 
     def describe(self) -> dict:

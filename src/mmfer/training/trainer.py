@@ -145,7 +145,10 @@ def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfi
     device = pick_device(tc.device)
     data = fold_data(store, fold, model_name, cfg, classes)
     sets = data.sets
-    model = build_model(model_name, data.dims, len(classes), mc).to(device)
+    from mmfer.features.base import stacked_layers
+
+    layers = stacked_layers({k: store.features[k].meta["settings"] for k in data.dims if k in store.features})
+    model = build_model(model_name, data.dims, len(classes), mc, layers).to(device)
     if tc.init_from:
         init_encoders(model, tc.init_from, fold.index)
     balanced = tc.class_weighted and tc.objective == "ua"  # class weights serve UA, not weighted F1

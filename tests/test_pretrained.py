@@ -1,0 +1,166 @@
+"""Pretrained encoders from local folders, tested with tiny *randomly initialised* models of each supported
+architecture (built from a config and saved with save_pretrained: nothing is downloaded)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmfer.corpora import read_corpus
+from mmfer.errors import MmferError
+from mmfer.features.audio import SAMPLE_RATE, load_audio
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+        "conv_dim": (16,) * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}
+
+
+def _save_audio_model(kind: str, folder: Path) -> Path:
+    import transformers as T
+
+    torch.manual_seed(0)
+    if kind == "whisper":
+        cfg = T.WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                              decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=64,
+                              max_target_positions=32, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                              decoder_start_token_id=1)
+        T.WhisperModel(cfg).save_pretrained(folder)
+        T.WhisperFeatureExtractor().save_pretrained(folder)
+        return folder
+    cfg_cls, model_cls = {"wav2vec2": (T.Wav2Vec2Config, T.Wav2Vec2Model), "wavlm": (T.WavLMConfig, T.WavLMModel),
+                          "hubert": (T.HubertConfig, T.HubertModel),
+                          "data2vec-audio": (T.Data2VecAudioConfig, T.Data2VecAudioModel)}[kind]
+    model_cls(cfg_cls(**TINY)).save_pretrained(folder)
+    T.Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(folder)
+    return folder
+
+
+def _save_text_model(folder: Path, words: list[str]) -> Path:
+    """A tiny BERT with a WordPiece vocabulary written here (whole words of the corpus plus ## pieces)."""
+    import transformers as T
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "!", "?", *sorted(set(words))[:400],
+             *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz'"], *"abcdefghijklmnopqrstuvwxyz'"]
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    T.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    T.BertModel(T.BertConfig(vocab_size=len(dict.fromkeys(vocab)), hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, sample_corpus) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("tiny-models")
+    out = {k: _save_audio_model(k, base / k) for k in ("wav2vec2", "wavlm", "hubert", "data2vec-audio", "whisper")}
+    words = [w for ws in read_corpus(sample_corpus).table["words"] for w in ws]
+    out["bert"] = _save_text_model(base / "bert", words)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["wav2vec2", "wavlm", "hubert", "data2vec-audio", "whisper"])
+def test_each_architecture_gives_20ms_frames_per_layer(tiny, sample_corpus, kind):
+    from mmfer.features.ssl import SSLEncoder
+
+    x = load_audio(read_corpus(sample_corpus).table.iloc[0]["audio"])
+    enc = SSLEncoder(tiny[kind], layers="all")
+    a = enc.extract(x)
+    frames = len(x) / SAMPLE_RATE / 0.02
+    assert enc.hop_seconds == 0.02 and enc.n_stored == 3 and a.shape[1] == 3 * 32 == enc.dim
+    assert abs(len(a) - frames) <= 2, (len(a), frames)
+    assert np.isfinite(a).all() and not np.allclose(a[:, :32], a[:, 64:])  # different layers, side by side
+    avg = SSLEncoder(tiny[kind], layers="mean:1-2").extract(x)
+    assert avg.shape == (len(a), 32) and np.allclose(avg, (a[:, 32:64] + a[:, 64:]) / 2, atol=1e-4)
+    pooled = SSLEncoder(tiny[kind], layers="2", pool="mean")
+    assert pooled.hop_seconds is None and pooled.extract(x).shape == (1, 32)
+
+
+def test_long_audio_goes_through_in_chunks(tiny):
+    from mmfer.features import ssl
+
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(int(SAMPLE_RATE * 45))).astype(np.float32)
+    enc = ssl.SSLEncoder(tiny["wav2vec2"], layers="2")
+    seen = []
+    real = enc._hidden
+    enc._hidden = lambda piece: (seen.append(len(piece)), real(piece))[1]
+    a = enc.extract(x)
+    assert max(seen) <= (ssl.CHUNK_SECONDS + 2 * ssl.CONTEXT_SECONDS) * SAMPLE_RATE and len(seen) == 3
+    assert abs(len(a) - 45 / 0.02) <= 2
+
+
+def test_bad_folders_are_refused_clearly(tiny, tmp_path):
+    from mmfer.features.ssl import SSLEncoder
+
+    with pytest.raises(MmferError, match="no config.json there"):
+        SSLEncoder(tmp_path)
+    with pytest.raises(MmferError, match="'bert' model is not an audio encoder"):
+        SSLEncoder(tiny["bert"])
+    with pytest.raises(MmferError, match="hidden states 0-2"):
+        SSLEncoder(tiny["wav2vec2"], layers="5")
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmfer", *map(str, args)], capture_output=True, text=True)
+
+
+def test_pipeline_with_local_ssl_and_text_encoders(tiny, sample_corpus, tmp_path):
+    """prepare → cv → predict → export → serve, with hf:PATH encoders for both modalities."""
+    from fastapi.testclient import TestClient
+
+    from mmfer.features.store import FeatureStore
+    from mmfer.runs import load_checkpoint
+    from mmfer.serve.app import create_app
+
+    store = tmp_path / "store"
+    proc = _cli("prepare", sample_corpus, "--out", store, "--acoustic", f"hf:{tiny['wav2vec2']}",
+                "--lexical", f"hf:{tiny['bert']}", "--lexical-layers", "mean:1-2", "--streams",
+                "acoustic,functionals,lexical", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "GB per hour" in proc.stderr and "3 layer(s) x 32 values x 2 bytes every 20 ms" in proc.stderr
+    fs = FeatureStore(store)
+    ac = fs.features["acoustic"]
+    assert ac.meta["settings"]["extractor"] == "hf-audio" and ac.meta["settings"]["hop_seconds"] == 0.02
+    assert ac.data.dtype == np.float16 and ac.data.shape[1] == 96
+    assert fs.features["lexical"].meta["settings"]["layers"] == "mean:1-2"
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {hidden: 8, attention_dim: 8, fusion_dim: 8}\ntrain: {max_epochs: 2, threads: 1}\n")
+    proc = _cli("cv", store, "--model", "mmmf", "--out", tmp_path / "run", "--config", cfg)
+    assert proc.returncode == 0, proc.stderr
+    model, ckpt = load_checkpoint(tmp_path / "run" / "fold-1" / "model.pt")
+    w = model.encoders["acoustic"].mix.weights()
+    w = w.detach()
+    assert w.shape == (3,) and float(w.sum()) == pytest.approx(1) and not torch.allclose(w, torch.full((3,), 1 / 3))
+    row = read_corpus(sample_corpus).table.iloc[0]
+    proc = _cli("predict", tmp_path / "run", row["audio"], "--text", row["text"], "--json")
+    assert proc.returncode == 2 and "pass it yourself with --acoustic FOLDER" in proc.stderr
+    proc = _cli("predict", tmp_path / "run", row["audio"], "--text", row["text"], "--json",
+                "--acoustic", tiny["wav2vec2"], "--lexical", tiny["bert"])
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["frames"]["seconds_per_step"] == pytest.approx(0.02 * 8)  # hop × frame averaging
+    assert abs(len(res["frames"]["attention"]) * 0.16 - len(load_audio(row["audio"])) / SAMPLE_RATE) < 0.2
+    proc = _cli("predict", tmp_path / "run", row["audio"], "--text", row["text"], "--acoustic", tiny["hubert"],
+                "--lexical", tiny["bert"])
+    assert proc.returncode == 2 and "not the encoder this model was trained with" in proc.stderr
+    assert _cli("export", tmp_path / "run", "--out", tmp_path / "export").returncode == 0
+    client = TestClient(create_app(tmp_path / "export", acoustic=tiny["wav2vec2"], lexical=tiny["bert"], asr="none"),
+                        base_url="http://127.0.0.1:8000")
+    assert client.get("/healthz").json()["status"] == "ok"
+    r = client.post("/api/predict", files={"audio": ("a.wav", Path(row["audio"]).read_bytes())},
+                    data={"text": row["text"]})
+    assert r.status_code == 200 and r.json()["model"] == "mmmf"
+    # a changed setting is a new feature folder; the old one is kept and reused when asked again
+    before = {p.name for p in store.iterdir() if p.name.startswith("acoustic-")}
+    proc = _cli("prepare", sample_corpus, "--out", store, "--acoustic", f"hf:{tiny['wav2vec2']}", "--layers",
+                "mean:1-2", "--lexical", f"hf:{tiny['bert']}", "--lexical-layers", "mean:1-2", "--streams",
+                "acoustic,functionals,lexical", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    after = {p.name for p in store.iterdir() if p.name.startswith("acoustic-")}
+    assert before < after and len(after) == 2 and FeatureStore(store).features["acoustic"].data.shape[1] == 32
