@@ -4,7 +4,11 @@ sentences/s, and how fast the store feeds an epoch. Writes JSON (default benchma
 Targets: acoustic >= 50x real time per core; one epoch of features loads faster than the model trains
 on it (compare `epoch_load_seconds` with benchmarks/train.py's seconds per epoch).
 
-    python benchmarks/extract.py [--corpus DIR] [--out FILE]
+    python benchmarks/extract.py [--corpus DIR] [--out FILE] [--ssl-only]
+
+SSL encoders: no real weights can be fetched here, so their speed is measured with randomly initialised
+models of the real *sizes* (wav2vec 2.0 / WavLM base: 12 layers × 768; Whisper-base encoder: 6 × 512)
+built from a config: the arithmetic, hence the speed, is the same as with trained weights.
 """
 
 from __future__ import annotations
@@ -26,12 +30,66 @@ from mmfer.features.lexical import make_encoder
 from mmfer.features.prepare import prepare
 from mmfer.features.store import FeatureStore
 
+SSL_SIZES = {
+    "wav2vec2-base (random weights)": ("wav2vec2", {}),
+    "wavlm-base (random weights)": ("wavlm", {}),
+    "whisper-base encoder (random weights)": ("whisper", {"d_model": 512, "encoder_layers": 6, "decoder_layers": 1,
+                                                          "encoder_attention_heads": 8, "decoder_attention_heads": 8,
+                                                          "encoder_ffn_dim": 2048, "decoder_ffn_dim": 2048}),
+}
+
+
+def ssl_speed(corpus: Path, n: int = 20) -> dict:
+    """× real time of each SSL architecture at its real size, all layers kept, on this machine's CPU (and
+    GPU when there is one), over ``n`` sample utterances."""
+    import torch
+    import transformers as T
+
+    from mmfer.features.audio import load_audio
+    from mmfer.features.ssl import SSLEncoder
+
+    table = read_corpus(corpus).table
+    signals = [load_audio(a) for a in table["audio"][:n]]
+    seconds = sum(len(x) for x in signals) / 16000
+    out = {}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (kind, kw) in SSL_SIZES.items():
+            folder = Path(tmp) / kind
+            torch.manual_seed(0)
+            if kind == "whisper":
+                T.WhisperModel(T.WhisperConfig(**kw)).save_pretrained(folder)
+                T.WhisperFeatureExtractor().save_pretrained(folder)
+            else:
+                cfg_cls, model_cls = {"wav2vec2": (T.Wav2Vec2Config, T.Wav2Vec2Model),
+                                      "wavlm": (T.WavLMConfig, T.WavLMModel)}[kind]
+                model_cls(cfg_cls(**kw)).save_pretrained(folder)
+                T.Wav2Vec2FeatureExtractor().save_pretrained(folder)
+            for device in devices:
+                enc = SSLEncoder(folder, layers="all", device=device)
+                enc.extract(signals[0])
+                t = time.perf_counter()
+                for x in signals:
+                    enc.extract(x)
+                dt = time.perf_counter() - t
+                out[f"{name}, {device}"] = {"x_real_time": round(seconds / dt, 2), "stored_layers": enc.n_stored,
+                                            "gb_per_hour_all_layers": round(enc.bytes_per_second() * 3600 / 1e9, 2)}
+    return {"utterances": n, "audio_seconds": round(seconds, 1), "threads": torch.get_num_threads(), "encoders": out}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, help="sample corpus folder (made when missing)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "extract.json")
+    ap.add_argument("--ssl-only", action="store_true", help="measure only the SSL encoders; merge into --out")
     args = ap.parse_args()
+    if args.ssl_only:
+        corpus = args.corpus or generate(Path(tempfile.mkdtemp(prefix="mmfer-bench-")) / "corpus", progress=False)
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        result["ssl"] = ssl_speed(corpus)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["ssl"], indent=2))
+        return
     work = Path(tempfile.mkdtemp(prefix="mmfer-bench-"))
     corpus = args.corpus or generate(work / "corpus", progress=False)
     table = read_corpus(corpus).table
@@ -68,6 +126,7 @@ def main() -> None:
     n = sum(len(b.ids) for b in data.batches(32, shuffle=True))
     result["epoch_batches_seconds"] = round(time.perf_counter() - t, 3)
     result["epoch_utterances"] = n
+    result["ssl"] = ssl_speed(corpus)
     result["targets"] = {"acoustic_x_realtime_per_core>=50": result["acoustic_x_realtime_per_core"] >= 50}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -203,10 +203,15 @@ def _words_args(words: dict, chunk: list[str]) -> tuple:
     return chunk, [list(words[u]) for u in chunk]
 
 
+def cached_extractor(settings: dict):
+    """The extractor these settings name, built once per (worker) process."""
+    key = json.dumps(settings, sort_keys=True)
+    return _EXTRACTORS.get(key) or _EXTRACTORS.setdefault(key, extractor_from_settings(settings))
+
+
 def _audio_task(settings: dict, ids: list[str], paths: list[tuple[str, float, float]]):
     """One chunk of an audio extractor; rebuilt from its settings once per (worker) process."""
-    key = json.dumps(settings, sort_keys=True)
-    ext = _EXTRACTORS.get(key) or _EXTRACTORS.setdefault(key, extractor_from_settings(settings))
+    ext = cached_extractor(settings)
     arrays: list[np.ndarray | None] = []
     errors: dict[str, str] = {}
     for u, p in zip(ids, paths):

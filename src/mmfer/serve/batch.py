@@ -19,6 +19,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,70 @@ def units_of(item: Item, max_utterance: float, min_seconds: float, max_seconds: 
     else:
         for seg in segments(item.file, min_seconds, max_seconds):
             yield Unit(seg.start, seg.end, seg.signal, None)  # a whole-file transcript cannot be split
+
+
+READ_AHEAD = 4  # short inputs whose audio features are being computed ahead
+READ_AHEAD_MIN = 8  # fewer inputs than this: the workers' start would cost more than they save
+
+
+def _audio_features(settings: dict[str, dict], item: Item, max_utterance: float):
+    """In a read-ahead worker: (unit, {stream: raw features}) of a short input, or None (long recording,
+    unreadable: the main process meets it again and reports it)."""
+    from mmfer.features.prepare import cached_extractor
+
+    try:
+        if not _short(item, max_utterance):
+            return None
+        (unit,) = units_of(item, max_utterance, 1.0, 15.0)
+        return unit, {k: cached_extractor(s).extract(unit.signal, SAMPLE_RATE) for k, s in settings.items()}
+    except Exception:  # noqa: BLE001
+        return None
+
+
+class ReadAhead:
+    """Audio features of the next few short inputs, computed in worker processes while the main process
+    runs the text encoder and the models: the features (openSMILE, an SSL encoder) are most of the cost of
+    typed-transcript prediction, and this puts every core to work on them."""
+
+    def __init__(self, batch: BatchPredictor, items: list[Item]):
+        self.batch, self.items = batch, items
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: dict[int, Future] = {}
+        self.settings: dict[str, dict] = {}
+
+    def __enter__(self) -> ReadAhead:
+        if self.batch.pred.needs_audio and len(self.items) >= READ_AHEAD_MIN and (os.cpu_count() or 1) > 1:
+            from mmfer.features.prepare import _die_with_parent
+
+            self.settings = self.batch.pred.audio_settings()
+            self.pool = ProcessPoolExecutor(min(2, os.cpu_count() or 1), initializer=_die_with_parent)
+        return self
+
+    def get(self, k: int):
+        if self.pool is None:
+            return None
+        for j in range(k, min(k + READ_AHEAD, len(self.items))):
+            if j not in self.futures:
+                self.futures[j] = self.pool.submit(_audio_features, self.settings, self.items[j],
+                                                   self.batch.max_utterance)
+        fut = self.futures.pop(k)
+        try:
+            return fut.result()
+        except Exception:  # noqa: BLE001 - a worker that died: compute in the main process
+            return None
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _short(item: Item, max_utterance: float) -> bool:
+    from mmfer.speech.segment import audio_header
+
+    if item.start is not None and item.end is not None:
+        return True
+    info = audio_header(item.file)
+    return info.frames / info.samplerate <= max_utterance
 
 
 @dataclass
@@ -249,16 +314,19 @@ class BatchPredictor:
                 progress(spk)
         return out
 
-    def rows_for(self, item: Item, context: list[str], speaker: dict | None) -> list[dict]:
-        """All rows of one input; ``context`` (the conversation so far) is extended in place."""
+    def rows_for(self, item: Item, context: list[str], speaker: dict | None, ahead=None) -> list[dict]:
+        """All rows of one input; ``context`` (the conversation so far) is extended in place. ``ahead``:
+        :meth:`read_ahead`'s result for this input."""
         base = {"key": item.key, "file": item.file, "speaker": item.speaker or ""}
         rows = []
         language = self.language
         try:
-            for unit in units_of(item, self.max_utterance, self.min_seconds, self.max_seconds):
+            units = [ahead[0]] if ahead else units_of(item, self.max_utterance, self.min_seconds, self.max_seconds)
+            for unit in units:
                 row = {**base, "start": round(unit.start, 3), "end": round(unit.end, 3)}
                 try:
-                    row.update(self.predict_unit(unit, context, speaker, language)[0])
+                    row.update(self.predict_unit(unit, context, speaker, language,
+                                                 audio=ahead[1] if ahead else None)[0])
                     language = language or row.get("language") or None  # detected once per recording
                 except MmferError as err:
                     row["error"] = str(err)
@@ -268,7 +336,7 @@ class BatchPredictor:
         return rows or [{**base, "start": None, "end": None, "error": "no speech found"}]
 
     def predict_unit(self, unit: Unit, context: list[str], speaker: dict | None = None,
-                     language: str | None = None) -> tuple[dict, dict]:
+                     language: str | None = None, audio: dict | None = None) -> tuple[dict, dict]:
         """(output row, the Predictor's full result with transcript and its source) for one unit."""
         from mmfer.features.audio import has_speech
         from mmfer.serve.predictor import NoSpeech
@@ -285,7 +353,7 @@ class BatchPredictor:
             raise MmferError("no transcript: nothing recognised in this segment" if self.asr else
                              "no transcript: type it in the manifest's text column, or install recognition")
         res = self.pred.predict(unit.signal, text if self.pred.needs_text else None, context=context[-CONTEXT_KEEP:],
-                                speaker=speaker, recognised=words)
+                                speaker=speaker, recognised=words, audio=audio)
         if text:
             context.append(text)
         row = {"transcript": text or "", "transcript_source": source, "language": lang,
@@ -312,12 +380,13 @@ class BatchPredictor:
         stats = self.speaker_stats(todo)
         contexts: dict[str, list[str]] = {}
         rows: list[dict] = []
-        for it in tqdm(todo, desc="predict", unit="file", disable=not progress):
-            context = contexts.setdefault(it.dialogue, []) if it.dialogue else []
-            new = self.rows_for(it, context, stats.get(it.speaker or ""))
-            if journal is not None:
-                journal.add(new)
-            rows += new
+        with ReadAhead(self, todo) as ahead:
+            for k, it in enumerate(tqdm(todo, desc="predict", unit="file", disable=not progress)):
+                context = contexts.setdefault(it.dialogue, []) if it.dialogue else []
+                new = self.rows_for(it, context, stats.get(it.speaker or ""), ahead.get(k))
+                if journal is not None:
+                    journal.add(new)
+                rows += new
         if journal is None:
             return rows
         journal.finish()

@@ -70,6 +70,7 @@ class Predictor:
         self.tfidf = [TfidfNgrams.from_checkpoint(c["ngrams"]) if "ngrams" in c else None for c in self.ckpts]
         self._extractors: dict[str, object] = {}
         self._lock = threading.Lock()  # openSMILE and the engines are not re-entrant
+        self._sentences: dict[str, np.ndarray] = {}  # context sentence vectors by text (bounded, see _context)
 
     @property
     def needs_text(self) -> bool:
@@ -133,24 +134,36 @@ class Predictor:
         return speaker_normalizers(arrays, 1) if n >= need and kinds else {}
 
     def _context(self, texts: list[str] | None) -> np.ndarray:
-        """The ``context`` input from the preceding transcripts (oldest first), as in training."""
+        """The ``context`` input from the preceding transcripts (oldest first), as in training. In a
+        conversation each transcript is context for the next few: its vector is computed once."""
         settings = self.features["context"]
         enc = self.extractor("lexical")
         sentences = []
         for t in (texts or [])[-settings["before"]:] if settings["before"] else []:
-            w = words_of(clean_text(t))
-            if w:
-                sentences.append(sentence_vector(enc.extract(w)))
+            if t not in self._sentences:
+                w = words_of(clean_text(t))
+                if len(self._sentences) > 1000:
+                    self._sentences.clear()
+                self._sentences[t] = sentence_vector(enc.extract(w)) if w else None
+            if self._sentences[t] is not None:
+                sentences.append(self._sentences[t])
         return context_vector(sentences, settings["dim"])
+
+    def audio_settings(self) -> dict[str, dict]:
+        """The extracted audio streams' extractor settings (encoder folders as the user vouched for them):
+        enough to rebuild the extractors in another process (batch prediction's read-ahead workers)."""
+        return {k: self.extractor(k).settings() for k in self.kinds
+                if not stream(k).derived_from and stream(k).modality == "audio"}
 
     def predict(self, signal: np.ndarray | None, text: str | None = None, top: int = 3,
                 context: list[str] | None = None, speaker: dict[str, Normalizer] | None = None,
-                recognised: list | None = None) -> dict:
+                recognised: list | None = None, audio: dict[str, np.ndarray] | None = None) -> dict:
         """``signal``: 16 kHz mono float32 (see features.audio.load_audio). ``context``: the preceding
         utterances' transcripts of the same conversation, oldest first. ``speaker``: statistics from
         :meth:`speaker_statistics`; without them training statistics are used. ``recognised``: a
         recogniser's timed words for this signal (speech.asr.Word): the transcript's words are aligned to
-        them for word times; without them times are spread by word length and marked approximate."""
+        them for word times; without them times are spread by word length and marked approximate.
+        ``audio``: this signal's audio stream features, computed ahead (see serve.batch)."""
         if self.needs_text and not (text and text.strip()):
             raise MmferError(f"model '{self.name}' needs the transcript (--text / the transcript field)")
         if self.needs_audio and signal is None:
@@ -174,6 +187,10 @@ class Predictor:
                 elif k == "sentence":
                     lex = raw["lexical"] if "lexical" in raw else self.extractor("lexical").extract(words)
                     raw[k] = sentence_vector(lex)[None]
+                elif audio is not None and k in audio:
+                    raw[k] = audio[k]
+                    if len(raw[k]) == 0:
+                        raise MmferError("audio too short: no acoustic frames")
                 elif not stream(k).derived_from:
                     ext = self.extractor(k)
                     raw[k] = ext.extract(signal, SAMPLE_RATE) if ext.input == "audio" else ext.extract(words)
