@@ -42,10 +42,20 @@ def test_predict_json_from_runs_folder(trained_runs, sample_corpus):
 
 def test_predict_without_text_uses_audio_model_or_says_why(trained_runs, sample_corpus):
     row = _utt(sample_corpus)
-    proc = _cli("predict", trained_runs, row["audio"])
+    proc = _cli("predict", trained_runs, row["audio"], "--asr", "none")
     assert proc.returncode == 0 and "model audio" in proc.stdout and "modality gate" not in proc.stdout
-    proc = _cli("predict", trained_runs / "mmmf", row["audio"])
+    proc = _cli("predict", trained_runs / "mmmf", row["audio"], "--asr", "none")
     assert proc.returncode == 2 and "needs the transcript" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.asr
+def test_predict_without_text_recognises_it(trained_runs, sample_corpus):
+    row = _utt(sample_corpus)
+    proc = _cli("predict", trained_runs, row["audio"], "--language", "en", "--json")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["model"] == "mmmf" and res["transcript_source"] == "recognised" and res["transcript"].strip()
+    assert res["words"] and any(w["timing"] in ("recognised", "substituted") for w in res["words"])
 
 
 def test_predict_resamples_any_rate(trained_runs, sample_corpus, tmp_path):

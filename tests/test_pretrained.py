@@ -117,6 +117,7 @@ def test_pipeline_with_local_ssl_and_text_encoders(tiny, sample_corpus, tmp_path
     from mmfer.features.store import FeatureStore
     from mmfer.runs import load_checkpoint
     from mmfer.serve.app import create_app
+    from mmfer.serve.predictor import Predictor
 
     store = tmp_path / "store"
     proc = _cli("prepare", sample_corpus, "--out", store, "--acoustic", f"hf:{tiny['wav2vec2']}",
@@ -130,7 +131,8 @@ def test_pipeline_with_local_ssl_and_text_encoders(tiny, sample_corpus, tmp_path
     assert ac.data.dtype == np.float16 and ac.data.shape[1] == 96
     assert fs.features["lexical"].meta["settings"]["layers"] == "mean:1-2"
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("model: {hidden: 8, attention_dim: 8, fusion_dim: 8}\ntrain: {max_epochs: 2, threads: 1}\n")
+    cfg.write_text("model: {hidden: 8, attention_dim: 8, fusion_dim: 8}\n"
+                   "train: {max_epochs: 2, threads: 1, protocol: kfold-speaker, folds: 2}\n")
     proc = _cli("cv", store, "--model", "mmmf", "--out", tmp_path / "run", "--config", cfg)
     assert proc.returncode == 0, proc.stderr
     model, ckpt = load_checkpoint(tmp_path / "run" / "fold-1" / "model.pt")
@@ -138,17 +140,17 @@ def test_pipeline_with_local_ssl_and_text_encoders(tiny, sample_corpus, tmp_path
     w = w.detach()
     assert w.shape == (3,) and float(w.sum()) == pytest.approx(1) and not torch.allclose(w, torch.full((3,), 1 / 3))
     row = read_corpus(sample_corpus).table.iloc[0]
-    proc = _cli("predict", tmp_path / "run", row["audio"], "--text", row["text"], "--json")
-    assert proc.returncode == 2 and "pass it yourself with --acoustic FOLDER" in proc.stderr
+    signal = load_audio(row["audio"])
+    with pytest.raises(MmferError, match="pass it yourself with --acoustic FOLDER"):
+        Predictor(tmp_path / "run", lexical=tiny["bert"]).predict(signal, row["text"])
+    with pytest.raises(MmferError, match="not the encoder this model was trained with"):
+        Predictor(tmp_path / "run", lexical=tiny["bert"], acoustic=tiny["hubert"]).predict(signal, row["text"])
     proc = _cli("predict", tmp_path / "run", row["audio"], "--text", row["text"], "--json",
                 "--acoustic", tiny["wav2vec2"], "--lexical", tiny["bert"])
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res["frames"]["seconds_per_step"] == pytest.approx(0.02 * 8)  # hop × frame averaging
     assert abs(len(res["frames"]["attention"]) * 0.16 - len(load_audio(row["audio"])) / SAMPLE_RATE) < 0.2
-    proc = _cli("predict", tmp_path / "run", row["audio"], "--text", row["text"], "--acoustic", tiny["hubert"],
-                "--lexical", tiny["bert"])
-    assert proc.returncode == 2 and "not the encoder this model was trained with" in proc.stderr
     assert _cli("export", tmp_path / "run", "--out", tmp_path / "export").returncode == 0
     client = TestClient(create_app(tmp_path / "export", acoustic=tiny["wav2vec2"], lexical=tiny["bert"], asr="none"),
                         base_url="http://127.0.0.1:8000")

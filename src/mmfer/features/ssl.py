@@ -184,7 +184,6 @@ class SSLEncoder:
 
         if sr != SAMPLE_RATE:
             raise MmferError(f"SSL encoders take {SAMPLE_RATE} Hz audio (got {sr})")
-        torch.set_grad_enabled(False)
         chunk = int((28.0 if self.whisper else CHUNK_SECONDS) * SAMPLE_RATE)
         ctx = 0 if self.whisper else int(CONTEXT_SECONDS * SAMPLE_RATE)
         hop = int(HOP_SECONDS * SAMPLE_RATE)
