@@ -180,7 +180,6 @@ class SSLEncoder:
 
     def extract(self, x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
         """[frames, dim] float32 (stored as float16); one row when pooled."""
-        import torch
 
         if sr != SAMPLE_RATE:
             raise MmferError(f"SSL encoders take {SAMPLE_RATE} Hz audio (got {sr})")
