@@ -175,6 +175,12 @@ def test_batch_manifest_typed_text_speaker_normalisation_parquet(trained_runs, t
     assert set(got.loc[[f"u{k}" for k in range(10)], "normalisation"]) == {"speaker's own statistics"}
     assert got.loc["lonely", "normalisation"] == "training statistics"
     assert (got["transcript_source"] == "typed").all() and got.loc["u3", "transcript"] == rows[3]["text"]
+    # predicted in batches with features read ahead by workers: the same numbers as one call for it alone
+    from mmfer.serve.predictor import Predictor
+
+    alone = Predictor(trained_runs / "mmmf").predict(load_audio(rows[-1]["audio"]), rows[-1]["text"])
+    assert [got.loc["lonely", f"p_{c}"] for c in alone["probabilities"]] == pytest.approx(
+        list(alone["probabilities"].values()), abs=1e-4)
     bad = tmp_path / "bad.csv"
     bad.write_text("id,text\nx,hello\n")
     proc = _cli("predict", trained_runs / "mmmf", bad, "--out", tmp_path / "x.csv")

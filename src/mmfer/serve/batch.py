@@ -132,7 +132,8 @@ def units_of(item: Item, max_utterance: float, min_seconds: float, max_seconds: 
             yield Unit(seg.start, seg.end, seg.signal, None)  # a whole-file transcript cannot be split
 
 
-READ_AHEAD = 4  # short inputs whose audio features are being computed ahead
+READ_AHEAD = 8  # short inputs whose audio features are being computed ahead
+PREDICT_BATCH = 16  # short inputs predicted together (text encoder and fold models batched)
 READ_AHEAD_MIN = 8  # fewer inputs than this: the workers' start would cost more than they save
 
 
@@ -314,19 +315,16 @@ class BatchPredictor:
                 progress(spk)
         return out
 
-    def rows_for(self, item: Item, context: list[str], speaker: dict | None, ahead=None) -> list[dict]:
-        """All rows of one input; ``context`` (the conversation so far) is extended in place. ``ahead``:
-        :meth:`read_ahead`'s result for this input."""
+    def rows_for(self, item: Item, context: list[str], speaker: dict | None) -> list[dict]:
+        """All rows of one input, unit by unit; ``context`` (the conversation so far) is extended in place."""
         base = {"key": item.key, "file": item.file, "speaker": item.speaker or ""}
         rows = []
         language = self.language
         try:
-            units = [ahead[0]] if ahead else units_of(item, self.max_utterance, self.min_seconds, self.max_seconds)
-            for unit in units:
+            for unit in units_of(item, self.max_utterance, self.min_seconds, self.max_seconds):
                 row = {**base, "start": round(unit.start, 3), "end": round(unit.end, 3)}
                 try:
-                    row.update(self.predict_unit(unit, context, speaker, language,
-                                                 audio=ahead[1] if ahead else None)[0])
+                    row.update(self.predict_unit(unit, context, speaker, language)[0])
                     language = language or row.get("language") or None  # detected once per recording
                 except MmferError as err:
                     row["error"] = str(err)
@@ -335,9 +333,8 @@ class BatchPredictor:
             rows.append({**base, "start": item.start, "end": item.end, "error": f"cannot read: {err.reason}"})
         return rows or [{**base, "start": None, "end": None, "error": "no speech found"}]
 
-    def predict_unit(self, unit: Unit, context: list[str], speaker: dict | None = None,
-                     language: str | None = None, audio: dict | None = None) -> tuple[dict, dict]:
-        """(output row, the Predictor's full result with transcript and its source) for one unit."""
+    def _transcript(self, unit: Unit, language: str | None):
+        """(text, source, recognised words, language) of one unit; raises for silence or no transcript."""
         from mmfer.features.audio import has_speech
         from mmfer.serve.predictor import NoSpeech
 
@@ -352,21 +349,34 @@ class BatchPredictor:
         if self.pred.needs_text and not (text and text.strip()):
             raise MmferError("no transcript: nothing recognised in this segment" if self.asr else
                              "no transcript: type it in the manifest's text column, or install recognition")
+        return text, source, words, lang
+
+    def _row(self, res: dict, text: str | None, source: str, lang: str | None) -> dict:
+        return {"transcript": text or "", "transcript_source": source, "language": lang,
+                "emotion": res["emotion"], **{f"p_{c}": round(p, 5) for c, p in res["probabilities"].items()},
+                "gate_audio": None if res["gate"] is None else round(res["gate"], 4),
+                "normalisation": res["normalisation"] if self.pred.needs_audio else None, "error": None}
+
+    def predict_unit(self, unit: Unit, context: list[str], speaker: dict | None = None,
+                     language: str | None = None, audio: dict | None = None) -> tuple[dict, dict]:
+        """(output row, the Predictor's full result with transcript and its source) for one unit."""
+        text, source, words, lang = self._transcript(unit, language)
         res = self.pred.predict(unit.signal, text if self.pred.needs_text else None, context=context[-CONTEXT_KEEP:],
                                 speaker=speaker, recognised=words, audio=audio)
         if text:
             context.append(text)
-        row = {"transcript": text or "", "transcript_source": source, "language": lang,
-               "emotion": res["emotion"], **{f"p_{c}": round(p, 5) for c, p in res["probabilities"].items()},
-               "gate_audio": None if res["gate"] is None else round(res["gate"], 4),
-               "normalisation": res["normalisation"] if self.pred.needs_audio else None, "error": None}
         res.update(transcript=text or "", transcript_source=source, start=unit.start, end=unit.end)
-        return row, res
+        return self._row(res, text, source, lang), res
 
     def run(self, items: list[Item], out: Path | None, progress: bool = True,
             echo: Callable[[str], None] = print) -> list[dict]:
-        """All rows, in input order; with ``out``, journalled and written (resuming an earlier run)."""
+        """All rows, in input order; with ``out``, journalled and written (resuming an earlier run).
+
+        Short inputs whose audio features were read ahead are predicted PREDICT_BATCH at a time
+        (Predictor.predict_many); long recordings one segment at a time, in order."""
         from tqdm import tqdm
+
+        from mmfer.serve.predictor import Request
 
         journal = None
         done: set[str] = set()
@@ -380,13 +390,47 @@ class BatchPredictor:
         stats = self.speaker_stats(todo)
         contexts: dict[str, list[str]] = {}
         rows: list[dict] = []
+        pending: list[tuple[Item, Unit, tuple, Request]] = []
+
+        def emit(new: list[dict]) -> None:
+            if journal is not None:
+                journal.add(new)
+            rows.extend(new)
+
+        def flush() -> None:
+            outs = self.pred.predict_many([req for *_, req in pending]) if pending else []
+            for (it, unit, (text, source, _, lang), _), res in zip(pending, outs):
+                row = {"key": it.key, "file": it.file, "speaker": it.speaker or "", "start": round(unit.start, 3),
+                       "end": round(unit.end, 3)}
+                row.update({"error": str(res)} if isinstance(res, Exception) else self._row(res, text, source, lang))
+                emit([row])
+            pending.clear()
+
         with ReadAhead(self, todo) as ahead:
             for k, it in enumerate(tqdm(todo, desc="predict", unit="file", disable=not progress)):
                 context = contexts.setdefault(it.dialogue, []) if it.dialogue else []
-                new = self.rows_for(it, context, stats.get(it.speaker or ""), ahead.get(k))
-                if journal is not None:
-                    journal.add(new)
-                rows += new
+                speaker = stats.get(it.speaker or "")
+                got = ahead.get(k)
+                if got is None:  # a long recording, or an input that fails: on its own, in order
+                    flush()
+                    emit(self.rows_for(it, context, speaker))
+                    continue
+                unit, audio = got
+                try:
+                    heard = self._transcript(unit, self.language)
+                except MmferError as err:
+                    flush()
+                    emit([{"key": it.key, "file": it.file, "speaker": it.speaker or "",
+                           "start": round(unit.start, 3), "end": round(unit.end, 3), "error": str(err)}])
+                    continue
+                text = heard[0]
+                pending.append((it, unit, heard, Request(unit.signal, text if self.pred.needs_text else None,
+                                                         list(context[-CONTEXT_KEEP:]), speaker, heard[2], audio)))
+                if text:
+                    context.append(text)
+                if len(pending) >= PREDICT_BATCH:
+                    flush()
+            flush()
         if journal is None:
             return rows
         journal.finish()

@@ -7,6 +7,7 @@ models of a cross-validation run form an ensemble (probabilities, attention and 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -164,63 +165,99 @@ class Predictor:
         recogniser's timed words for this signal (speech.asr.Word): the transcript's words are aligned to
         them for word times; without them times are spread by word length and marked approximate.
         ``audio``: this signal's audio stream features, computed ahead (see serve.batch)."""
-        if self.needs_text and not (text and text.strip()):
+        (res,) = self.predict_many([Request(signal, text, context, speaker, recognised, audio)], top)
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+    def _check(self, r: Request) -> list[str]:
+        """The request's words; raises MmferError for input the model cannot use."""
+        if self.needs_text and not (r.text and r.text.strip()):
             raise MmferError(f"model '{self.name}' needs the transcript (--text / the transcript field)")
-        if self.needs_audio and signal is None:
+        if self.needs_audio and r.signal is None:
             raise MmferError(f"model '{self.name}' needs audio")
-        if self.needs_audio and not has_speech(signal):
+        if self.needs_audio and not has_speech(r.signal):
             raise NoSpeech("no speech found: the recording is silent (no frame reaches -60 dBFS)")
-        if text is not None and (len(text) > MAX_CHARACTERS or len(text.split()) > MAX_WORDS):
-            raise MmferError(f"the transcript is too long ({len(text.split())} words, {len(text)} characters; "
+        if r.text is not None and (len(r.text) > MAX_CHARACTERS or len(r.text.split()) > MAX_WORDS):
+            raise MmferError(f"the transcript is too long ({len(r.text.split())} words, {len(r.text)} characters; "
                              f"the limit is {MAX_WORDS} words / {MAX_CHARACTERS} characters per utterance)")
-        speaker = speaker or {}
+        words = words_of(clean_text(r.text)) if self.needs_text else []
+        if self.needs_text and not words:
+            raise MmferError("the transcript has no words")
+        if r.audio is not None and any(len(a) == 0 for a in r.audio.values()):
+            raise MmferError("audio too short: no acoustic frames")
+        return words
+
+    def predict_many(self, requests: list[Request], top: int = 3) -> list[dict | MmferError]:
+        """Several utterances at once (batch prediction): the text encoder and every fold model see them
+        in batches, which is most of the speed-up over one call each. One result or error per request."""
+        results: list[dict | MmferError] = [None] * len(requests)  # type: ignore[list-item]
+        ok, words = [], {}
+        for i, r in enumerate(requests):
+            try:
+                words[i] = self._check(r)
+                ok.append(i)
+            except MmferError as err:
+                results[i] = err
+        if not ok:
+            return results
         with self._lock:
-            raw: dict[str, np.ndarray] = {}
-            words: list[str] = []
-            if self.needs_text:
-                words = words_of(clean_text(text))
-                if not words:
-                    raise MmferError("the transcript has no words")
-            for k in self.kinds:
-                if k == "context":
-                    raw[k] = self._context(context)
-                elif k == "sentence":
-                    lex = raw["lexical"] if "lexical" in raw else self.extractor("lexical").extract(words)
-                    raw[k] = sentence_vector(lex)[None]
-                elif audio is not None and k in audio:
-                    raw[k] = audio[k]
-                    if len(raw[k]) == 0:
-                        raise MmferError("audio too short: no acoustic frames")
-                elif not stream(k).derived_from:
-                    ext = self.extractor(k)
-                    raw[k] = ext.extract(signal, SAMPLE_RATE) if ext.input == "audio" else ext.extract(words)
-                    if ext.input == "audio" and len(raw[k]) == 0:
-                        raise MmferError("audio too short: no acoustic frames")
+            raw: dict[int, dict[str, np.ndarray]] = {i: {} for i in ok}
+            if "lexical" in self.kinds or "sentence" in self.kinds:
+                for i, vecs in zip(ok, self.extractor("lexical").encode([words[i] for i in ok])):
+                    raw[i]["lexical"] = vecs
+            for i in list(ok):
+                r = requests[i]
+                try:
+                    for k in self.kinds:
+                        if k == "context":
+                            raw[i][k] = self._context(r.context)
+                        elif k == "sentence":
+                            raw[i][k] = sentence_vector(raw[i]["lexical"])[None]
+                        elif r.audio is not None and k in r.audio:
+                            raw[i][k] = r.audio[k]
+                        elif not stream(k).derived_from and k not in raw[i]:
+                            raw[i][k] = self.extractor(k).extract(r.signal, SAMPLE_RATE)
+                            if len(raw[i][k]) == 0:
+                                raise MmferError("audio too short: no acoustic frames")
+                except MmferError as err:
+                    results[i] = err
+                    ok.remove(i)
             outs = []
             for model, norms, tfidf in zip(self.models, self.norms, self.tfidf):
-                arrays = {}
-                for k in self.kinds:
-                    a = tfidf.transform([words]).toarray() if k == "ngrams" else raw[k]
-                    norm = speaker.get(k) or norms.get(k) or Normalizer.identity(a.shape[1])
-                    arrays[k] = [prepare_stream(k, a, norm, self.frame_reduction)]
-                outs.append(infer(model, UtteranceSet(["utt"], None, arrays)))
-        p = np.mean([o["probs"][0] for o in outs], axis=0)
-        gates = [float(o["gate"][0]) for o in outs if not np.isnan(o["gate"][0])]
-        att = {k: np.mean([o["attention"][k][0] for o in outs], axis=0) for k in outs[0]["attention"]}
+                arrays: dict[str, list[np.ndarray]] = {k: [] for k in self.kinds}
+                for i in ok:
+                    speaker = requests[i].speaker or {}
+                    for k in self.kinds:
+                        a = tfidf.transform([words[i]]).toarray() if k == "ngrams" else raw[i][k]
+                        norm = speaker.get(k) or norms.get(k) or Normalizer.identity(a.shape[1])
+                        arrays[k].append(prepare_stream(k, a, norm, self.frame_reduction))
+                outs.append(infer(model, UtteranceSet([str(i) for i in ok], None, arrays)))
+        for j, i in enumerate(ok):
+            results[i] = self._result(requests[i], words[i], [{
+                "probs": o["probs"][j], "gate": o["gate"][j],
+                "attention": {k: v[j] for k, v in o["attention"].items()}} for o in outs], top)
+        return results
+
+    def _result(self, r: Request, words: list[str], outs: list[dict], top: int) -> dict:
+        """One utterance's answer from its fold models' outputs (averaged: the ensemble)."""
+        p = np.mean([o["probs"] for o in outs], axis=0)
+        gates = [float(o["gate"]) for o in outs if not np.isnan(o["gate"])]
+        att = {k: np.mean([o["attention"][k] for o in outs], axis=0) for k in outs[0]["attention"]}
         result: dict = {
             "emotion": self.classes[int(p.argmax())],
             "probabilities": {c: float(v) for c, v in zip(self.classes, p)},
             "model": self.name, "folds": len(self.models),
             "gate": float(np.mean(gates)) if gates else None,
             "modality_weights": {"audio": float(np.mean(gates)), "text": 1 - float(np.mean(gates))} if gates else None,
-            "normalisation": "speaker's own statistics" if speaker else "training statistics",
-            "context_utterances": len(context or []) if "context" in self.kinds else None,
+            "normalisation": "speaker's own statistics" if r.speaker else "training statistics",
+            "context_utterances": len(r.context or []) if "context" in self.kinds else None,
         }
-        result["duration"] = None if signal is None else len(signal) / SAMPLE_RATE
+        result["duration"] = None if r.signal is None else len(r.signal) / SAMPLE_RATE
         for k, a in att.items():
             if stream(k).modality == "text":
                 w_att = a[: len(words)]
-                times = word_times(signal, words, recognised)
+                times = word_times(r.signal, words, r.recognised)
                 result["words"] = [{"word": w, "attention": float(x), "start": s, "end": e, "timing": how}
                                    for w, x, (s, e, how) in zip(words, w_att, times)]
                 result["top_words"] = [d["word"] for d in sorted(result["words"], key=lambda d: -d["attention"])[:top]]
@@ -228,6 +265,18 @@ class Predictor:
                 result["frames"] = {"seconds_per_step": self.steps[k], "attention": [float(x) for x in a]}
                 result["top_spans"] = top_spans(a, self.steps[k], top)
         return result
+
+
+@dataclass
+class Request:
+    """One utterance to predict (see Predictor.predict for the fields)."""
+
+    signal: np.ndarray | None
+    text: str | None = None
+    context: list[str] | None = None
+    speaker: dict | None = None
+    recognised: list | None = None
+    audio: dict[str, np.ndarray] | None = None
 
 
 def top_spans(att: np.ndarray, step: float, n: int, width: float = 0.3) -> list[dict]:
