@@ -264,8 +264,7 @@ def predict_cmd(
 
 
 def _is_short(item, max_utterance: float) -> bool:
-    from mmfer.features.audio import AudioError
-    from mmfer.speech.segment import audio_header
+    from mmfer.features.audio import AudioError, audio_header
 
     if item.start is not None:
         return True

@@ -20,7 +20,8 @@ BINS = 2000
 
 def envelope(path: str | Path, bins: int = BINS) -> tuple[np.ndarray, np.ndarray, float]:
     """(low, high, seconds): the waveform's min and max in ``bins`` equal slices, streamed."""
-    from mmfer.speech.segment import audio_header, stream_blocks
+    from mmfer.features.audio import audio_header
+    from mmfer.speech.segment import stream_blocks
 
     info = audio_header(path)
     total = max(1, int(info.frames / info.samplerate * SAMPLE_RATE))

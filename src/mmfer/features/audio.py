@@ -35,13 +35,9 @@ def segment_of(duration: float, start: float | None, end: float | None) -> tuple
     return float(start), float(min(end, duration))
 
 
-def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS,
-               start: float | None = None, end: float | None = None) -> np.ndarray:
-    """Decode, mix to mono and resample; the header is checked *before* decoding, so memory stays bounded
-    whatever a file claims to be (rate 8-192 kHz, at most ``max_seconds`` and MAX_CHANNELS).
-
-    ``start``/``end`` (seconds) read one segment of a long file without decoding the rest (see
-    :func:`segment_of`)."""
+def audio_header(path: str | Path):
+    """The file's header, checked before anything is decoded: memory stays bounded whatever a file claims
+    to be (rate 8-192 kHz, 1-32 channels)."""
     path = Path(path)
     if not str(path) or not path.is_file():
         raise AudioError("missing audio file")
@@ -56,6 +52,18 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: fl
                          f"{MIN_RATE}-{MAX_RATE} Hz)")
     if not 1 <= info.channels <= MAX_CHANNELS:
         raise AudioError(f"implausible channel count {info.channels} in the header")
+    return info
+
+
+def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: float | None = MAX_SECONDS,
+               start: float | None = None, end: float | None = None) -> np.ndarray:
+    """Decode, mix to mono and resample; the header is checked *before* decoding, so memory stays bounded
+    whatever a file claims to be (rate 8-192 kHz, at most ``max_seconds`` and MAX_CHANNELS).
+
+    ``start``/``end`` (seconds) read one segment of a long file without decoding the rest (see
+    :func:`segment_of`)."""
+    path = Path(path)
+    info = audio_header(path)
     seconds = info.frames / info.samplerate
     part = segment_of(seconds, start, end)
     first, frames = 0, info.frames

@@ -182,9 +182,8 @@ def _analyse(pred, rec, data: bytes, suffix: str, text: str, previous: list[str]
     """One upload, in a private temp folder (header checked before decoding; see load_audio): a short one
     is one utterance; a long one is cut into segments, each predicted with the ones before as context,
     and drawn as a timeline."""
-    from mmfer.features.audio import AudioError, load_audio
+    from mmfer.features.audio import AudioError, audio_header, load_audio
     from mmfer.serve.batch import BatchPredictor, Item, Unit, units_of
-    from mmfer.speech.segment import audio_header
 
     batch = BatchPredictor(pred, rec if pred.needs_text else None, max_utterance=max_utterance)
     with tempfile.TemporaryDirectory(prefix="mmfer-") as tmp:

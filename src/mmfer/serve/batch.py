@@ -117,7 +117,8 @@ class Unit:
 
 def units_of(item: Item, max_utterance: float, min_seconds: float, max_seconds: float) -> Iterator[Unit]:
     """A short file or a manifest segment: one unit; a long recording: its speech segments, streamed."""
-    from mmfer.speech.segment import audio_header, segments
+    from mmfer.features.audio import audio_header
+    from mmfer.speech.segment import segments
 
     info = audio_header(item.file)
     duration = info.frames / info.samplerate
@@ -189,7 +190,7 @@ class ReadAhead:
 
 
 def _short(item: Item, max_utterance: float) -> bool:
-    from mmfer.speech.segment import audio_header
+    from mmfer.features.audio import audio_header
 
     if item.start is not None and item.end is not None:
         return True

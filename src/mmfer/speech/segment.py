@@ -18,7 +18,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from mmfer.errors import MmferError
-from mmfer.features.audio import MAX_CHANNELS, MAX_RATE, MIN_RATE, SAMPLE_RATE, AudioError
+from mmfer.features.audio import SAMPLE_RATE, AudioError, audio_header
 
 BLOCK_SECONDS = 60.0
 TAIL_SECONDS = 1.0  # a segment ending this close to the buffer's end may go on in the next block
@@ -36,24 +36,6 @@ class Segment:
     @property
     def duration(self) -> float:
         return self.end - self.start
-
-
-def audio_header(path: str | Path) -> sf._SoundFileInfo:
-    """The header, checked before anything is decoded (see features.audio.load_audio)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError("missing audio file")
-    if path.stat().st_size == 0:
-        raise AudioError("empty audio file")
-    try:
-        info = sf.info(path)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-        raise AudioError(f"unreadable audio ({str(err).splitlines()[0][:120]})") from None
-    if not MIN_RATE <= info.samplerate <= MAX_RATE:
-        raise AudioError(f"implausible sample rate {info.samplerate} Hz in the header")
-    if not 1 <= info.channels <= MAX_CHANNELS:
-        raise AudioError(f"implausible channel count {info.channels} in the header")
-    return info
 
 
 def stream_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
