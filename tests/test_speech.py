@@ -71,6 +71,9 @@ def test_manifest_segment_is_read_without_the_rest(tmp_path):
     assert np.allclose(part, x[2 * SAMPLE_RATE: int(3.5 * SAMPLE_RATE)], atol=1e-4)
     # times that lie outside the file (e.g. a turn's time in a whole episode) mean the whole clip
     assert len(load_audio(tmp_path / "long.wav", start=100.0, end=102.0)) == len(x)
+    # nor does a clip about as long as its row's times (one utterance per file, times from elsewhere)
+    sf.write(tmp_path / "clip.wav", x[: 2 * SAMPLE_RATE], SAMPLE_RATE)
+    assert len(load_audio(tmp_path / "clip.wav", start=0.05, end=2.0)) == 2 * SAMPLE_RATE
 
 
 def test_bundled_model_is_assembled_once_and_verified(tmp_path, monkeypatch):

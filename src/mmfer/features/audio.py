@@ -13,6 +13,7 @@ MIN_SECONDS = 0.1  # shorter than a few analysis windows: no usable frame-level 
 MIN_RATE, MAX_RATE = 8000, 192000  # what a file may claim; anything else is a broken or hostile header
 MAX_SECONDS = 600.0  # one utterance; a long recording is cut into segments, never decoded whole
 MAX_CHANNELS = 32
+SEGMENT_SLACK = 1.0  # seconds by which a file must outlast a row's start-end to be read as a segment of it
 SILENCE_RMS = 10 ** (-60 / 20)  # -60 dBFS: quieter than any speech recording's voiced frames
 
 
@@ -26,11 +27,12 @@ class AudioError(Exception):
 
 def segment_of(duration: float, start: float | None, end: float | None) -> tuple[float, float] | None:
     """The part of a file a manifest row means: ``start``/``end`` cut the file when the file reaches
-    ``end`` (a segment of a long recording); when it does not, they are times in some other frame (e.g.
-    MELD's times in the episode, with one clip per utterance) and the whole file is the utterance."""
+    ``end`` and is clearly longer than the segment (a segment of a long recording); otherwise they are
+    times in some other frame (e.g. MELD's times in the episode, with one clip per utterance, whose
+    length is about end - start) and the whole file is the utterance."""
     if start is None or end is None or not (np.isfinite(start) and np.isfinite(end)) or end <= start:
         return None
-    if start < 0 or end > duration + 0.01:
+    if start < 0 or end > duration + 0.01 or duration < (end - start) + SEGMENT_SLACK:
         return None
     return float(start), float(min(end, duration))
 

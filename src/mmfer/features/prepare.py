@@ -54,7 +54,7 @@ def corpus_digest(corpus: Corpus) -> str:
     t = corpus.table
     h = hashlib.sha1()
     for u, a, w, s, e in zip(t["utt_id"], t["audio"], t["words"], t["start"], t["end"]):
-        part = f"\t{s:.3f}-{e:.3f}" if a and np.isfinite(s) and np.isfinite(e) else ""
+        part = f"\t{s:.3f}-{e:.3f}" if corpus.name == "manifest" and a and np.isfinite(s) and np.isfinite(e) else ""
         h.update(f"{u}\t{a}{part}\t{' '.join(w)}\n".encode())
     return h.hexdigest()[:12]
 
@@ -96,7 +96,10 @@ def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progre
     result.errors += asr_errors
     folders: dict[str, str] = {}
     n_workers = features.workers or os.cpu_count() or 1
-    audio = dict(zip(ids, zip(c.table["audio"], c.table["start"], c.table["end"])))
+    # start/end name a segment of a long file only in manifests; IEMOCAP's are turn times in the dialog
+    nan = [float("nan")] * len(ids)
+    starts, ends = (c.table["start"], c.table["end"]) if c.name == "manifest" else (nan, nan)
+    audio = dict(zip(ids, zip(c.table["audio"], starts, ends)))
     words = dict(zip(ids, c.table["words"]))
     for name in features.streams:
         if stream(name).derived_from or stream(name).modality not in c.modalities:
