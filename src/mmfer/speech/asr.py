@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from mmfer.errors import MmferError
-from mmfer.features.audio import SAMPLE_RATE
 
 BUNDLED = "whisper-base"
 MODEL_BIN_SIZE = 145_217_607
@@ -184,7 +183,3 @@ def recogniser(spec: str | Path | None, **kwargs) -> WhisperRecogniser | None:
         raise MmferError(f"--asr {spec}: no such folder; give a local faster-whisper model folder, "
                          f"'{BUNDLED}' (bundled) or 'none'")
     return WhisperRecogniser(path, **kwargs)
-
-
-def sample_rate() -> int:
-    return SAMPLE_RATE
