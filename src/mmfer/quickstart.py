@@ -43,5 +43,6 @@ def quickstart(out: str | Path = "mmfer-quickstart", per_speaker: int = 60, seed
         echo(f"      open {path}")
     echo(f"\ndone in {result['seconds']:.0f} s. Next: mmfer predict {out / 'runs' / 'mmmf'} "
          f"{out / 'corpus' / 'Session1' / 'sentences' / 'wav' / 'Ses01F_impro01' / 'Ses01F_impro01_F000.wav'} "
-         f"--text \"...\"")
+         f"--text \"...\"  (without --text the transcript is recognised; give folders or a long recording "
+         "with --out rows.csv --plot timeline.png for a table and a timeline)")
     return result
