@@ -166,3 +166,29 @@ def test_pipeline_with_local_ssl_and_text_encoders(tiny, sample_corpus, tmp_path
     assert proc.returncode == 0, proc.stderr
     after = {p.name for p in store.iterdir() if p.name.startswith("acoustic-")}
     assert before < after and len(after) == 2 and FeatureStore(store).features["acoustic"].data.shape[1] == 32
+
+
+def test_batches_by_length_give_the_same_frames(tmp_path, sample_corpus):
+    """Layer-norm encoders (the large models' kind) take several utterances per call, padded and masked:
+    the frames equal one-at-a-time extraction. Group-norm ones are never batched."""
+    import transformers as T
+
+    from mmfer.features.ssl import SSLEncoder
+
+    torch.manual_seed(0)
+    T.Wav2Vec2Model(T.Wav2Vec2Config(**TINY, feat_extract_norm="layer", do_stable_layer_norm=True)
+                    ).save_pretrained(tmp_path / "large-kind")
+    T.Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(tmp_path / "large-kind")
+    signals = [load_audio(a) for a in read_corpus(sample_corpus).table["audio"][:6]]
+    assert len({len(x) for x in signals}) == 6  # different lengths: real padding in each batch
+    enc = SSLEncoder(tmp_path / "large-kind", layers="all")
+    assert enc.batches
+    calls = []
+    real = enc.model.forward
+    enc.model.forward = lambda *a, **k: (calls.append(a[0].shape[0]), real(*a, **k))[1]
+    many = enc.extract_many(signals)
+    assert max(calls) > 1  # several utterances in one call
+    for x, got in zip(signals, many):
+        one = enc.extract(x)
+        assert got.shape == one.shape and np.allclose(got, one, atol=2e-3), np.abs(got - one).max()
+    assert not SSLEncoder(_save_audio_model("wav2vec2", tmp_path / "base-kind")).batches

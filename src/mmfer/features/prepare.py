@@ -215,6 +215,8 @@ def cached_extractor(settings: dict):
 def _audio_task(settings: dict, ids: list[str], paths: list[tuple[str, float, float]]):
     """One chunk of an audio extractor; rebuilt from its settings once per (worker) process."""
     ext = cached_extractor(settings)
+    if hasattr(ext, "extract_many"):
+        return _batched_audio_task(ext, ids, paths)
     arrays: list[np.ndarray | None] = []
     errors: dict[str, str] = {}
     for u, p in zip(ids, paths):
@@ -227,6 +229,23 @@ def _audio_task(settings: dict, ids: list[str], paths: list[tuple[str, float, fl
             arrays.append(None)
             errors[u] = err.reason
     return arrays, errors
+
+
+def _batched_audio_task(ext, ids: list[str], paths: list[tuple[str, float, float]]):
+    """An extractor that batches (an SSL encoder): the chunk's audio is read first, then encoded together."""
+    from mmfer.features.audio import load_audio
+
+    signals, errors = {}, {}
+    for u, (path, start, end) in zip(ids, paths):
+        try:
+            signals[u] = load_audio(path, start=start, end=end)
+        except AudioError as err:
+            errors[u] = err.reason
+    done = dict(zip(signals, ext.extract_many(list(signals.values()))))
+    for u, a in done.items():
+        if len(a) == 0:
+            errors[u] = "no frames extracted"
+    return [done.get(u) if u not in errors else None for u in ids], errors
 
 
 def _words_task(enc, ids: list[str], words: list[list[str]]):

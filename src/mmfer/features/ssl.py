@@ -28,6 +28,7 @@ from mmfer.features.base import register_extractor
 HOP_SECONDS = 0.02  # every supported encoder: 320 samples at 16 kHz per output frame
 CHUNK_SECONDS = 20.0
 CONTEXT_SECONDS = 1.0
+BATCH_SECONDS = 160.0  # padded audio per batched encoder call (8 utterances of 20 s)
 AUDIO_MODEL_TYPES = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper", "wav2vec2-conformer", "unispeech",
                      "unispeech-sat", "sew", "sew-d"}
 
@@ -198,6 +199,52 @@ class SSLEncoder:
         if self.pool == "mean":
             frames = frames.mean(axis=0, keepdims=True)
         return frames
+
+    @property
+    def batches(self) -> bool:
+        """Several utterances per encoder call only where padding cannot change the result: encoders that
+        take an attention mask (layer-norm feature encoders, e.g. the large models). Group-norm ones
+        (wav2vec 2.0 / HuBERT base) normalise over time, padding included, so they go one at a time."""
+        return (not self.whisper and getattr(self.config, "feat_extract_norm", "group") == "layer"
+                and bool(getattr(self.processor, "return_attention_mask", False)))
+
+    def extract_many(self, signals: list[np.ndarray]) -> list[np.ndarray]:
+        """Like :meth:`extract` for each signal, batched by length (similar lengths together, at most
+        BATCH_SECONDS of padded audio per call) where :attr:`batches` allows it."""
+        import torch
+
+        out: list[np.ndarray | None] = [None] * len(signals)
+        chunk = int(CHUNK_SECONDS * SAMPLE_RATE)
+        short = sorted((i for i, x in enumerate(signals) if len(x) <= chunk), key=lambda i: len(signals[i]))
+        if not self.batches:
+            short = []
+        for i in set(range(len(signals))) - set(short):
+            out[i] = self.extract(signals[i])
+        group: list[int] = []
+        for i in [*short, None]:
+            if i is not None and (len(group) + 1) * len(signals[i]) <= BATCH_SECONDS * SAMPLE_RATE:
+                group.append(i)
+                continue
+            if group:
+                inputs = self.processor([signals[j] for j in group], sampling_rate=SAMPLE_RATE, padding=True,
+                                        return_attention_mask=True, return_tensors="pt")
+                values = inputs["input_values"].to(self.device)
+                if self.device == "cuda":
+                    values = values.to(torch.float16)
+                with torch.inference_mode():
+                    hidden = self.model(values, attention_mask=inputs["attention_mask"].to(self.device),
+                                        output_hidden_states=True).hidden_states
+                lengths = self.model._get_feat_extract_output_lengths(
+                    torch.tensor([len(signals[j]) for j in group])).tolist()
+                states = torch.stack([hidden[k] for k in self.layers]).float()  # [L, B, T, D]
+                if self.averaged:
+                    states = states.mean(dim=0, keepdim=True)
+                for b, j in enumerate(group):
+                    s = states[:, b, : max(1, int(lengths[b]))]
+                    frames = s.permute(1, 0, 2).reshape(s.shape[1], -1).cpu().numpy()
+                    out[j] = frames.mean(axis=0, keepdims=True) if self.pool == "mean" else frames
+            group = [i] if i is not None else []
+        return out  # type: ignore[return-value]
 
     def __call__(self, audio_path: str | Path, start: float | None = None, end: float | None = None) -> np.ndarray:
         return self.extract(load_audio(audio_path, start=start, end=end))
