@@ -190,3 +190,22 @@ def test_lexical_errors(tmp_path: Path):
     bad.write_text("a 1 2\nb 1 x\n")
     with pytest.raises(MmferError, match=r"v\.txt:2: not a vectors line"):
         StaticVectors(bad)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_worker_processes_share_the_cores():
+    """Extraction workers (and batch prediction's read-ahead) split the cores instead of each taking all."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mmfer.features.prepare import init_worker
+
+    with ProcessPoolExecutor(2, initializer=init_worker, initargs=(2,)) as pool:
+        assert pool.submit(_threads).result() == max(1, (os.cpu_count() or 1) // 2)
+    with ProcessPoolExecutor(1, initializer=init_worker, initargs=(1,)) as pool:
+        assert pool.submit(_threads).result() == (os.cpu_count() or 1)

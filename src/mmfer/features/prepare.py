@@ -167,7 +167,8 @@ def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: b
                disable=not progress)
     dtype = settings["dtype"]
     if n_workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(min(n_workers, len(todo)), initializer=_die_with_parent) as pool:
+        procs = min(n_workers, len(todo))
+        with ProcessPoolExecutor(procs, initializer=init_worker, initargs=(procs,)) as pool:
             futures = {pool.submit(task, *args(chunks[k])): k for k in todo}
             for fut in as_completed(futures):
                 k = futures[fut]
@@ -187,6 +188,15 @@ def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: b
 
 
 _EXTRACTORS: dict[str, object] = {}
+
+
+def init_worker(processes: int) -> None:
+    """Each worker process: ends with its parent, and shares the cores with the other workers (torch, used
+    by SSL encoders, would otherwise start one thread per core in every worker)."""
+    _die_with_parent()
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(processes, 1)))
 
 
 def _die_with_parent() -> None:

@@ -165,10 +165,11 @@ class ReadAhead:
 
     def __enter__(self) -> ReadAhead:
         if self.batch.pred.needs_audio and len(self.items) >= READ_AHEAD_MIN and (os.cpu_count() or 1) > 1:
-            from mmfer.features.prepare import _die_with_parent
+            from mmfer.features.prepare import init_worker
 
             self.settings = self.batch.pred.audio_settings()
-            self.pool = ProcessPoolExecutor(min(2, os.cpu_count() or 1), initializer=_die_with_parent)
+            procs = min(2, os.cpu_count() or 1)
+            self.pool = ProcessPoolExecutor(procs, initializer=init_worker, initargs=(procs,))
         return self
 
     def get(self, k: int):
