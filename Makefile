@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.mmfer-installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[sample,asr,dev]'
+	$(BIN)/python -m pip install -q -e '.[sample,asr,cluster,dev]'
 	@touch $(STAMP)
 
 quickstart: $(STAMP)

@@ -19,7 +19,8 @@ DIMS = {"acoustic": 8, "lexical": 6, "functionals": 10}
 
 
 def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, seed: int = 0,
-               kinds=("acoustic", "functionals", "lexical"), with_sessions: bool = True) -> Path:
+               kinds=("acoustic", "functionals", "lexical"), with_sessions: bool = True,
+               frames: tuple[int, int] = (15, 60)) -> Path:
     rng = np.random.default_rng(seed)
     rows, arrays = [], {k: [] for k in kinds}
     for s in range(1, sessions + 1):
@@ -38,7 +39,7 @@ def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, seed: int =
                     "dominance": 3.0, "audio": "",
                 })
                 if "acoustic" in kinds:
-                    t = int(rng.integers(15, 60))
+                    t = int(rng.integers(*frames))
                     a = rng.normal(0, 1, (t, DIMS["acoustic"])).astype(np.float32) * 2 + 5  # offset: normalisation
                     hot = rng.choice(t, size=max(4, t // 3), replace=False)
                     a[hot, c] += 4.0  # the class shows in some frames only

@@ -97,8 +97,11 @@ class TrainConfig(_Strict):
                             "with 2+ sessions, else kfold-speaker")
     folds: int = Field(5, ge=2, description="speaker groups for kfold-speaker")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda'")
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto", description="mixed precision on a GPU: auto = bf16 there (never on CPU), off, bf16 or fp16")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    memory_budget_gb: float = Field(2.0, gt=0, description="a fold's features are held in memory up to this "
+                                    "size; above it each batch is read from the memory-mapped store")
     init_from: dict[str, str] = Field(default_factory=dict, description="mmmf two-stage recipe: "
                                       "{'audio': RUN_DIR, 'text': RUN_DIR} of trained unimodal runs")
 

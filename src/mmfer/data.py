@@ -1,7 +1,9 @@
 """From the feature store to padded, length-bucketed mini-batches.
 
 Features are read from the store once per fold, normalised, reduced in time (acoustic frames) and kept in
-memory as float32 arrays; an epoch only slices and pads.
+memory as float32 arrays; an epoch only slices and pads. A fold whose features would take more than
+``train.memory_budget_gb`` is not held: each batch is read from the memory-mapped store and normalised on
+the fly (:class:`StoredStream`), so memory stays flat however large the corpus (SSL layers, 100+ hours).
 
 Normalisation (``features.normalise``) of the streams the stream table marks ``speaker_normalised``:
 
@@ -18,7 +20,7 @@ Batches are padded, never packed: packing makes the LSTM backward pass ~10x slow
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,29 +148,64 @@ def store_speaker_statistics(store: FeatureStore, kind: str, min_utterances: int
     return cache[key]
 
 
-class UtteranceSet:
-    """Normalised, time-reduced features of a fixed list of utterances, held in memory."""
+class StoredStream(Sequence):
+    """One stream of a fixed list of utterances, read from the (memory-mapped) store when indexed and
+    normalised then: what a fold holds instead of its arrays when they would exceed the memory budget."""
 
-    def __init__(self, ids: list[str], labels: list[int] | None, arrays: dict[str, list[np.ndarray]]):
+    def __init__(self, name: str, features, ids: list[str], norms: list[Normalizer], frame_reduction: int):
+        self.name, self.features, self.ids, self.norms = name, features, ids, norms
+        self.k = frame_reduction if stream(name).reducible else 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return prepare_stream(self.name, self.features.get(self.ids[i]), self.norms[i], self.k)
+
+    def lengths(self) -> np.ndarray:
+        """Rows per utterance after frame reduction, from the store's index (no data read)."""
+        offsets = getattr(self.features, "offsets", None)
+        raw = [offsets[u][1] if offsets is not None else len(self.features.get(u)) for u in self.ids]
+        return np.maximum(1, -(-np.asarray(raw, np.int64) // self.k))
+
+    def nbytes(self) -> int:
+        """float32 bytes the stream would take in memory."""
+        return int(self.lengths().sum()) * int(self.features.dim) * 4
+
+
+class UtteranceSet:
+    """Normalised, time-reduced features of a fixed list of utterances: arrays in memory, or
+    :class:`StoredStream` views read batch by batch from the store."""
+
+    def __init__(self, ids: list[str], labels: list[int] | None, arrays: dict[str, Sequence[np.ndarray]]):
         """``labels`` None (prediction): every label is -1 and no loss is computed."""
         self.ids = ids
         self.labels = np.asarray(labels if labels is not None else [-1] * len(ids), np.int64)
         self.arrays = arrays
         first = next(iter(arrays), None)
-        self.sizes = np.array([len(a) for a in arrays[first]]) if first else np.ones(len(ids), np.int64)
+        if first is None:
+            self.sizes = np.ones(len(ids), np.int64)
+        elif isinstance(arrays[first], StoredStream):
+            self.sizes = arrays[first].lengths()
+        else:
+            self.sizes = np.array([len(a) for a in arrays[first]])
+
+    @property
+    def in_memory(self) -> bool:
+        return not any(isinstance(a, StoredStream) for a in self.arrays.values())
 
     @classmethod
     def from_store(cls, store: FeatureStore, ids: list[str], classes: list[str], kinds: list[str],
-                   norms: dict[str, StreamNorm], frame_reduction: int = 1) -> UtteranceSet:
+                   norms: dict[str, StreamNorm], frame_reduction: int = 1, in_memory: bool = True) -> UtteranceSet:
+        """``in_memory`` False: keep :class:`StoredStream` views instead of reading every array now."""
         table = store.corpus.table
         label_of = dict(zip(table["utt_id"], table["label"]))
-        speaker_of = dict(zip(table["utt_id"], table["speaker"]))
         index = {c: i for i, c in enumerate(classes)}
-        arrays: dict[str, list[np.ndarray]] = {}
-        for k in kinds:
-            fs, norm = store.features[k], norms[k]
-            arrays[k] = [prepare_stream(k, fs.get(u), norm.for_speaker(speaker_of[u]), frame_reduction) for u in ids]
+        arrays: dict[str, Sequence[np.ndarray]] = {}
+        for k, view in stored_streams(store, ids, kinds, norms, frame_reduction).items():
+            arrays[k] = list(view) if in_memory else view
         return cls(ids, [index[label_of[u]] for u in ids], arrays)
+
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -197,6 +234,18 @@ class UtteranceSet:
             inputs[k], lengths[k] = pad(sel)
         return Batch([self.ids[i] for i in idx], torch.from_numpy(self.labels[idx]), inputs, lengths)
 
+
+def stored_streams(store: FeatureStore, ids: list[str], kinds: list[str], norms: dict[str, StreamNorm],
+                   frame_reduction: int = 1) -> dict[str, StoredStream]:
+    speaker_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"]))
+    return {k: StoredStream(k, store.features[k], ids, [norms[k].for_speaker(speaker_of[u]) for u in ids],
+                            frame_reduction) for k in kinds}
+
+
+def fold_nbytes(store: FeatureStore, ids: list[str], kinds: list[str], frame_reduction: int = 1) -> int:
+    """What a fold's features (all its parts, ``ids``) would take in memory as float32, from the index alone."""
+    identity = {k: StreamNorm(Normalizer.identity(store.features[k].dim), {}) for k in kinds}
+    return sum(v.nbytes() for v in stored_streams(store, ids, kinds, identity, frame_reduction).values())
 
 def prepare_stream(name: str, a: np.ndarray, norm: Normalizer, frame_reduction: int) -> np.ndarray:
     """Normalise one utterance's rows of stream ``name``, and average frames where the stream allows it."""

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from mmfer import runs
 from mmfer.config import MmferConfig
-from mmfer.data import UtteranceSet, attach_derived, fit_normalizers
+from mmfer.data import UtteranceSet, attach_derived, fit_normalizers, fold_nbytes
 from mmfer.errors import MmferError
 from mmfer.features.store import FeatureStore
 from mmfer.models import EmotionModel, build_model, get_model
@@ -43,7 +43,7 @@ def pick_device(pref: str) -> torch.device:
 def autocast(device: torch.device, amp: str):
     if device.type != "cuda" or amp == "off":
         return torch.autocast(device.type, enabled=False)
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)  # auto: bf16
 
 
 @dataclass
@@ -82,7 +82,10 @@ def fold_data(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig
     check_classes(fold, [store.corpus.table.set_index("utt_id").loc[i, "label"] for i in ids], classes)
     # statistics: training part, or each speaker's own (label-free); never test labels
     norms = fit_normalizers(store, ids[0], kinds, fc.normalise, fc.speaker_min_utterances)
-    sets = {name: UtteranceSet.from_store(store, part, classes, kinds, norms, cfg.model.frame_reduction)
+    # held in memory unless the fold outgrows the budget: then read batch by batch from the memory map
+    budget = cfg.train.memory_budget_gb * 1e9
+    in_memory = fold_nbytes(store, ids[0] + ids[1] + ids[2], kinds, cfg.model.frame_reduction) <= budget
+    sets = {name: UtteranceSet.from_store(store, part, classes, kinds, norms, cfg.model.frame_reduction, in_memory)
             for name, part in zip(("train", "val", "test"), ids)}
     return FoldData(*ids, norms, sets, {k: store.features[k].dim for k in kinds})
 
