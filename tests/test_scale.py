@@ -73,3 +73,91 @@ def test_memory_of_a_fold_past_the_budget_does_not_grow_with_its_features(tmp_pa
     held, lazy = peak(2.0), peak(1e-6)
     assert held > 0.4 * features  # the fold's arrays are held (frames averaged in pairs: half the values)
     assert lazy < 0.25 * features, (held, lazy, features)  # one batch at a time
+
+
+# ---------------------------------------------------------------- loopback only
+
+def listening() -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of this machine (IPv4 and IPv6), from /proc."""
+    out = set()
+    for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            lines = Path(path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            if state != "0A":
+                continue
+            addr, port = local.split(":")
+            if v6:
+                ip = "::1" if addr == "0" * 24 + "01000000" else ("::" if set(addr) == {"0"} else addr)
+            else:
+                ip = ".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
+            out.add((ip, int(port, 16)))
+    return out
+
+
+def loopback(addr: str) -> bool:
+    return addr.startswith("127.") or addr == "::1" or addr.endswith("0000FFFF0100007F")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- DDP through torchrun
+
+def test_torchrun_two_processes_train_one_fold_on_loopback(store, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from mmfer import runs
+    from mmfer.models import build_model
+    from mmfer.models.inference import infer
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model: {hidden: 16, attention_dim: 16, fusion_dim: 16, frame_reduction: 2, dropout: 0.1}\n"
+                   "train: {max_epochs: 6, patience: 15, lr: 0.01, batch_size: 16}\n")
+    before = listening()
+    proc = subprocess.Popen([sys.executable, "-m", "mmfer.training.launch", "--nproc_per_node", "2", "--master_port",
+                             str(free_port()), "-m", "mmfer", "cv", str(store), "--model", "mmmf", "--distributed",
+                             "--out", str(tmp_path / "run"), "--config", str(cfg), "--fold", "Ses01"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    opened = set()
+    while proc.poll() is None:
+        opened |= listening() - before
+        time.sleep(0.2)
+    log = proc.stdout.read()
+    assert proc.returncode == 0, log[-2000:]
+    assert opened, "saw no listening socket: the check would not catch one"
+    assert all(loopback(a) for a, _ in opened), opened
+    metrics = runs.fold_done(tmp_path / "run", 0)
+    assert metrics is not None and metrics["fold"] == "Ses01" and runs.fold_done(tmp_path / "run", 1) is None
+    losses = [h["train_loss"] for h in metrics["history"] if h["epoch"] > 0]
+    assert losses[-1] < losses[0]
+    ckpt = runs.read_checkpoint(tmp_path / "run" / "fold-1" / runs.CHECKPOINT)
+    model = build_model(ckpt["model"], ckpt["dims"], len(ckpt["classes"]), load_config(None, FAST).model.model_copy(
+        update=ckpt["model_config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    data = fold_data(FeatureStore(store), make_folds(FeatureStore(store).corpus.table, 2)[0], "mmmf", _cfg(), CLASSES)
+    probs = infer(model, data.sets["test"])["probs"]
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    ua = np.mean([(probs.argmax(1)[data.sets["test"].labels == c] == c).mean() for c in range(len(CLASSES))])
+    assert abs(ua - metrics["ua"]) < 1e-6  # the saved model is the one that was scored
+
+
+def test_distributed_outside_torchrun_says_how(store, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
+    r = subprocess.run([sys.executable, "-m", "mmfer", "cv", str(store), "--model", "text", "--distributed", "--out",
+                        str(tmp_path / "r")], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "torchrun --nproc_per_node" in r.stderr and len(r.stderr.splitlines()) == 1

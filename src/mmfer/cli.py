@@ -7,6 +7,7 @@ traceback instead.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -158,6 +159,14 @@ def cv_cmd(
     protocol: str = typer.Option(None, "--protocol", help="Override train.protocol: auto, loso-session, "
                                  "loso-speaker, kfold-speaker or split."),
     objective: str = typer.Option(None, "--objective", help="Override train.objective: ua or wf1."),
+    fold: list[str] = typer.Option(None, "--fold", help="Run only this fold (its name, e.g. Ses01; repeatable); "
+                                   "the summary covers the folds run."),
+    ray: str = typer.Option(None, "--ray", help="Run the folds in parallel as Ray tasks: a cluster ADDRESS "
+                            "(host:port), 'auto' (the cluster this machine belongs to) or 'local' (start one "
+                            "here). The store and --out must be on storage every node sees. Needs mmfer[cluster]."),
+    distributed: bool = typer.Option(False, "--distributed", help="Train each fold with all processes of a "
+                                     "torchrun group (PyTorch DDP; one process per GPU, gloo on CPU): torchrun "
+                                     "--nproc_per_node N -m mmfer cv STORE --distributed ..."),
 ) -> None:
     """Speaker-independent cross-validation (leave one session out by default; validation speakers pick the
     epoch and C; the test part is looked at once)."""
@@ -175,9 +184,19 @@ def cv_cmd(
         if value:
             overrides["train"][key] = value
     cfg = load_config(config, overrides)
-    summary = run_cv(store, model, cfg, out, echo=typer.echo)
-    typer.echo("\n" + table([summary]))
-    typer.echo(f"\nrun written to {Path(out).resolve()}")
+    if ray and distributed:
+        raise MmferError("--ray and --distributed do not combine: Ray runs folds side by side, torchrun runs one "
+                         "fold on several processes; choose one")
+    try:
+        summary = run_cv(store, model, cfg, out, echo=typer.echo, only=fold or None, ray=ray, distributed=distributed)
+    finally:
+        if distributed:
+            from mmfer.training.distributed import stop
+
+            stop()
+    if not distributed or int(os.environ.get("RANK", "0")) == 0:
+        typer.echo("\n" + table([summary]))
+        typer.echo(f"\nrun written to {Path(out).resolve()}")
 
 
 @app.command("report")

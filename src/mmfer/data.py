@@ -210,11 +210,12 @@ class UtteranceSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, share=None) -> Iterator[Batch]:
         """Length-bucketed batches: utterances of similar length together, so padding stays small.
 
         With ``shuffle``, lengths get a little noise and the batch order is random (seeded), so batch
         composition varies from epoch to epoch while each batch stays homogeneous in length.
+        ``share`` (training.distributed.Group): only this process's share of the batches (DDP).
         """
         rng = np.random.default_rng(seed)
         sizes = self.sizes.astype(np.float64)
@@ -224,6 +225,10 @@ class UtteranceSet:
         groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         if shuffle:
             rng.shuffle(groups)
+        if share is not None:
+            from mmfer.training.distributed import my_share
+
+            groups = my_share(groups, share)
         for g in groups:
             yield self.collate(g)
 

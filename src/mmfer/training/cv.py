@@ -15,7 +15,16 @@ from mmfer.training.metrics import mean_std
 
 
 def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path, progress: bool = True,
-           echo=print) -> dict:
+           echo=print, only: list[str] | None = None, ray: str | None = None, distributed: bool = False) -> dict:
+    """Every fold of the protocol (``only``: those named), sequentially, as Ray tasks (``ray``: a cluster
+    address, ``auto`` or ``local``), or each by all processes of a torchrun group (``distributed``)."""
+    group = None
+    if distributed:
+        from mmfer.training import distributed as dist
+
+        group = dist.start(cfg.train.device)
+        if not group.leader:
+            echo, progress = (lambda m: None), False
     store = FeatureStore(store_path)
     spec = get_model(model)
     store.corpus.require(spec.modalities, f"model '{model}'")
@@ -24,30 +33,53 @@ def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path
         raise MmferError(f"{store.path} has no {', '.join(missing)} features; rerun mmfer prepare")
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    runs.write_config(out, {"model_name": model, "store": str(store.path),
-                            "features": {k: store.features[k].meta["settings"] for k in extracted(spec.streams)},
-                            "normalise": cfg.features.normalise,
-                            "speaker_min_utterances": cfg.features.speaker_min_utterances,
-                            "context": [cfg.features.context_before, cfg.features.context_after],
-                            **cfg.model_dump(include={"model", "train"})})
+    if group is None or group.leader:
+        runs.write_config(out, {"model_name": model, "store": str(store.path),
+                                "features": {k: store.features[k].meta["settings"] for k in extracted(spec.streams)},
+                                "normalise": cfg.features.normalise,
+                                "speaker_min_utterances": cfg.features.speaker_min_utterances,
+                                "context": [cfg.features.context_before, cfg.features.context_after],
+                                **cfg.model_dump(include={"model", "train"})})
     classes = list(store.corpus.labels)
     protocol = resolve_protocol(store.corpus.table, cfg.train.protocol)
     folds = make_folds(store.corpus.table, cfg.train.val_speakers, cfg.train.folds, protocol)
+    if only:
+        unknown = sorted(set(only) - {f.name for f in folds})
+        if unknown:
+            raise MmferError(f"--fold {', '.join(unknown)}: no such fold; this protocol's folds are "
+                             f"{', '.join(f.name for f in folds)}")
+        folds = [f for f in folds if f.name in only]
+    if ray:
+        from mmfer.cluster import cv_folds
+
+        fold_metrics = cv_folds(ray, store.path, folds, model, cfg, classes, out, echo)
+    else:
+        fold_metrics = [_fold(store, fold, model, cfg, classes, out, progress, echo, group) for fold in folds]
+    summary = summarize(model, classes, fold_metrics, protocol)
+    if group is None or group.leader:
+        runs.write_summary(out, summary)
+    return summary
+
+
+def _fold(store: FeatureStore, fold, model: str, cfg: MmferConfig, classes: list[str], out: Path, progress: bool,
+          echo, group=None) -> dict:
+    """One fold: its metrics from an earlier run, else trained now (by every process of a DDP group)."""
     from mmfer.training.trainer import train_fold  # torch import only when training
 
-    fold_metrics = []
-    for fold in folds:
-        m = runs.fold_done(out, fold.index)
-        if m is not None:
-            echo(f"{model} fold {fold.name}: done earlier (UA {m['ua']:.3f}), skipped")
-        else:
-            m = train_fold(store, fold, model, cfg, classes, out, progress).metrics
-            echo(f"{model} fold {fold.name}: WA {m['wa']:.3f}  UA {m['ua']:.3f}  F1 {m['f1']:.3f}  "
-                 f"(best epoch {m['best_epoch']})")
-        fold_metrics.append(m)
-    summary = summarize(model, classes, fold_metrics, protocol)
-    runs.write_summary(out, summary)
-    return summary
+    m = runs.fold_done(out, fold.index)
+    if m is not None:
+        echo(f"{model} fold {fold.name}: done earlier (UA {m['ua']:.3f}), skipped")
+        return m
+    if group is None or group.leader or get_model(model).family != "linear":  # a linear fit needs one process
+        train_fold(store, fold, model, cfg, classes, out, progress)
+    if group is not None:
+        from mmfer.training.distributed import barrier
+
+        barrier()  # rank 0 has written the fold
+    m = runs.fold_done(out, fold.index)
+    echo(f"{model} fold {fold.name}: WA {m['wa']:.3f}  UA {m['ua']:.3f}  F1 {m['f1']:.3f}  "
+         f"(best epoch {m['best_epoch']})")
+    return m
 
 
 def summarize(model: str, classes: list[str], fold_metrics: list[dict], protocol: str = "") -> dict:

@@ -23,6 +23,7 @@ from mmfer.features.store import FeatureStore
 from mmfer.models import EmotionModel, build_model, get_model
 from mmfer.models.inference import infer
 from mmfer.streams import STREAMS, stream
+from mmfer.training import distributed
 from mmfer.training.folds import Fold
 from mmfer.training.metrics import scores
 
@@ -36,8 +37,15 @@ def seed_everything(seed: int) -> None:
 
 def pick_device(pref: str) -> torch.device:
     if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
+        group = distributed.current()
+        return torch.device("cuda", group.local_rank) if group is not None else torch.device("cuda")
     return torch.device("cpu")
+
+
+def cpu_threads(requested: int) -> int:
+    """torch threads: as asked, else the cores shared among the processes on this machine (DDP)."""
+    group = distributed.current()
+    return requested or max(1, (os.cpu_count() or 1) // (group.local_world if group else 1))
 
 
 def autocast(device: torch.device, amp: str):
@@ -144,7 +152,7 @@ def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfi
         return train_linear_fold(store, fold, model_name, cfg, classes, run_dir, started)
     tc, mc = cfg.train, cfg.model
     seed_everything(tc.seed + fold.index)
-    torch.set_num_threads(tc.threads or os.cpu_count() or 1)
+    torch.set_num_threads(cpu_threads(tc.threads))
     device = pick_device(tc.device)
     data = fold_data(store, fold, model_name, cfg, classes)
     sets = data.sets
@@ -156,6 +164,13 @@ def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfi
         init_encoders(model, tc.init_from, fold.index)
     balanced = tc.class_weighted and tc.objective == "ua"  # class weights serve UA, not weighted F1
     prefit = prefit_linear(model, data, len(classes), balanced, store, tc.objective)
+    group = distributed.current()
+    net = model
+    if group is not None:  # several processes, one model: gradients averaged by DDP
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=True)
     weights = class_weights(sets["train"].labels, len(classes)) if balanced else None
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -170,15 +185,15 @@ def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfi
         history.append({"epoch": 0, "train_loss": float("nan"), "val_loss": val["loss"], "val_ua": s0["ua"],
                         "val_wa": s0["wa"], "val_wf1": s0["wf1"]})
     bar = tqdm(range(1, tc.max_epochs + 1), desc=f"{model_name} fold {fold.name}", unit="ep",
-               disable=not progress, leave=False)
+               disable=not progress or (group is not None and not group.leader), leave=False)
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
         given_scores(model, True)
-        for batch in sets["train"].batches(tc.batch_size, shuffle=True, seed=tc.seed * 1000 + epoch):
+        for batch in sets["train"].batches(tc.batch_size, shuffle=True, seed=tc.seed * 1000 + epoch, share=group):
             batch = batch.to(device)
             with autocast(device, tc.amp):
-                logits = model(batch.inputs, batch.lengths)["logits"]
+                logits = net(batch.inputs, batch.lengths)["logits"]
             loss = loss_fn(logits.float(), batch.labels)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -201,6 +216,8 @@ def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfi
             break
     bar.close()
     model.load_state_dict(best["state"])
+    if group is not None and not group.leader:  # rank 0 scores the test part and writes the fold
+        return FoldResult({}, pd.DataFrame())
     test = infer(model, sets["test"], device)
     return finish_fold(store, fold, model, cfg, classes, run_dir, data, test, started,
                        {"best_epoch": best["epoch"], "objective": tc.objective, "val_score": best["ua"],
