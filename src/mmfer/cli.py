@@ -113,6 +113,12 @@ def prepare_cmd(
                             "faster-whisper model folder."),
     language: str = typer.Option(None, "--language", help="With --transcribe: the spoken language (default: "
                                  "detected per utterance)."),
+    ray: str = typer.Option(None, "--ray", help="Run the shards as Ray tasks: a cluster ADDRESS (host:port), "
+                            "'auto' (the cluster this machine belongs to) or 'local' (start one here). Workers write "
+                            "shard files into --out, which must be on storage every node sees (else --ray-transfer). "
+                            "Needs mmfer[cluster]."),
+    ray_transfer: bool = typer.Option(False, "--ray-transfer", help="With --ray: workers send the features back to "
+                                      "this machine, which writes them (when --out is not shared storage)."),
 ) -> None:
     """Extract the feature streams once (frame LLDs, functionals, per-word vectors) into a resumable store."""
     from mmfer.config import load_config
@@ -131,7 +137,7 @@ def prepare_cmd(
             raise MmferError(INSTALL_HINT)
     res = prepare(corpus_path, out, corpus=corpus, labels=labels, features=cfg.features, strict=strict,
                   warn=lambda m: typer.echo(m, err=True), allow_outside=allow_outside, recogniser=rec,
-                  language=language)
+                  language=language, ray=ray, ray_transfer=ray_transfer)
     for kind, n in res.extracted.items():
         typer.echo(f"{kind}: {n} utterances{' (already done, reused)' if kind in res.reused else ''}")
     if res.errors:
@@ -242,6 +248,9 @@ def predict_cmd(
     acoustic: Path = typer.Option(None, "--acoustic", help=ACOUSTIC_TRUST_HELP),
     allow_outside: bool = typer.Option(False, "--allow-outside", help=OUTSIDE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (one short input)."),
+    ray: str = typer.Option(None, "--ray", help="With --out: predict groups of inputs as Ray tasks on a cluster "
+                            "ADDRESS (host:port), 'auto' or 'local'; the model and inputs must be on storage every "
+                            "node sees. Same output as without. Needs mmfer[cluster]."),
 ) -> None:
     """Predict emotions: one utterance (probabilities, modality gate, what was attended to), or many
     files / a long recording (a table of segments, with --out and --plot)."""
@@ -265,7 +274,14 @@ def predict_cmd(
         _predict_one(pred, rec, items[0], text, context, speaker_audio, language, as_json)
         return
     batch = BatchPredictor(pred, rec if pred.needs_text else None, language=language, max_utterance=max_utterance)
-    rows = batch.run(items, out, echo=lambda m: typer.echo(m, err=True))
+    if ray:
+        from mmfer.cluster import predict_items
+
+        recipe = (str(pred.path), fold, lexical and str(lexical), acoustic and str(acoustic),
+                  asr if rec is not None else None, language, max_utterance)
+        rows = predict_items(ray, batch, recipe, items, out, echo=lambda m: typer.echo(m, err=True))
+    else:
+        rows = batch.run(items, out, echo=lambda m: typer.echo(m, err=True))
     _print_rows(rows, pred.classes)
     if out is not None:
         errors = sum(1 for r in rows if r.get("error"))

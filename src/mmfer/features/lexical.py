@@ -76,6 +76,7 @@ class _WordExtractor:
 @register_extractor
 class TransformerEncoder(_WordExtractor):
     family = "transformer"
+    wants_gpu = True  # a Ray shard task asks for a GPU when the cluster has one
 
     def __init__(self, source: str | Path, name: str, device: str = "cpu", layers: str = "last"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

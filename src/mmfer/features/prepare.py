@@ -62,11 +62,13 @@ def corpus_digest(corpus: Corpus) -> str:
 def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None, labels: str | None = None,
             features: FeatureConfig | None = None, strict: bool = False, progress: bool = True,
             warn=print, allow_outside: bool = False, recogniser=None, language: str | None = None,
-            **overrides) -> PrepareResult:
+            ray: str | None = None, ray_transfer: bool = False, **overrides) -> PrepareResult:
     """Extract every stream of ``features.streams`` whose modality the corpus has, one folder each.
 
     ``overrides`` are ``features`` fields (``workers=2``, ``acoustic="egemaps"``, ...). ``recogniser``
-    (speech.asr): build the text streams from recognised instead of typed transcripts.
+    (speech.asr): build the text streams from recognised instead of typed transcripts. ``ray``: run the
+    shards as Ray tasks on that cluster (mmfer.cluster); ``ray_transfer``: workers return the arrays
+    instead of writing shard files (when the store is not on storage every node sees).
     """
     features = FeatureConfig.model_validate({**(features or FeatureConfig()).model_dump(), **overrides})
     out = Path(out).expanduser().resolve()
@@ -76,12 +78,23 @@ def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None,
     if len(c.table) == 0:
         raise MmferError(f"{corpus_path}: no utterance left after the label policy and filters")
     out.mkdir(parents=True, exist_ok=True)
+    engine = Engine(features.workers or os.cpu_count() or 1, ray, ray_transfer)
     with store_lock(out):
-        return _prepare(out, c, features, strict, progress, recogniser, language, warn)
+        return _prepare(out, c, features, strict, progress, recogniser, language, warn, engine)
+
+
+@dataclass
+class Engine:
+    """Where shards run: a local process pool of ``workers``, or Ray tasks on the cluster ``ray`` names."""
+
+    workers: int = 1
+    ray: str | None = None
+    ray_transfer: bool = False
 
 
 def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progress: bool, recogniser=None,
-             language: str | None = None, warn=print) -> PrepareResult:
+             language: str | None = None, warn=print, engine: Engine | None = None) -> PrepareResult:
+    engine = engine or Engine(features.workers or os.cpu_count() or 1)
     remove_stale_temp(out)
     asr_errors: list[tuple[str, str, str]] = []
     if recogniser is not None:
@@ -95,7 +108,6 @@ def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progre
     result = PrepareResult(out)
     result.errors += asr_errors
     folders: dict[str, str] = {}
-    n_workers = features.workers or os.cpu_count() or 1
     # start/end name a segment of a long file only in manifests; IEMOCAP's are turn times in the dialog
     nan = [float("nan")] * len(ids)
     starts, ends = (c.table["start"], c.table["end"]) if c.name == "manifest" else (nan, nan)
@@ -108,12 +120,16 @@ def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progre
         settings = {**ext.settings(), "corpus": digest}
         if getattr(ext, "bytes_per_second", None):
             warn_cost(ext, c, warn)
+        gpu = bool(getattr(ext, "wants_gpu", False))
         if ext.input == "audio":
             folders[name] = _run(out, settings, ids, features.shard_size, progress, result, _audio_task,
-                                 partial(_audio_args, settings, audio), n_workers)
+                                 partial(_audio_args, settings, audio), engine, gpu)
+        elif engine.ray:  # a Ray worker rebuilds the encoder from its settings, once per worker process
+            folders[name] = _run(out, settings, ids, features.shard_size, progress, result, _words_settings_task,
+                                 partial(_words_args_settings, settings, words), engine, gpu)
         else:
             folders[name] = _run(out, settings, ids, features.shard_size, progress, result,
-                                 partial(_words_task, ext), partial(_words_args, words), 1)
+                                 partial(_words_task, ext), partial(_words_args, words), Engine(1))
     write_errors(out / "errors.csv", result.errors)
     write_json(out / "store.json", {"store_version": STORE_VERSION, "corpus": c.meta(), "corpus_digest": digest,
                                     "features": folders})
@@ -144,12 +160,13 @@ def warn_cost(ext, c: Corpus, warn) -> None:
 
 
 def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: bool, result: PrepareResult,
-         task: Callable, args: Callable[[list[str]], tuple], n_workers: int) -> str:
+         task: Callable, args: Callable[[list[str]], tuple], engine: Engine, gpu: bool = False) -> str:
     """Extract one feature kind into its own folder, shard by shard, skipping finished shards.
 
-    ``task(*args(chunk))`` returns (arrays, errors) for one chunk; with several workers it runs in
+    ``task(*args(chunk))`` returns (arrays, errors) for one chunk; with several workers or Ray it runs in
     other processes, so it must be a module-level function.
     """
+    n_workers = engine.workers
     name = feature_dir_name(settings)
     folder = out / name
     kind = settings["kind"]
@@ -166,7 +183,13 @@ def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: b
     bar = tqdm(total=len(ids), initial=done_utts, desc=f"{kind} ({settings['name']})", unit="utt",
                disable=not progress)
     dtype = settings["dtype"]
-    if n_workers > 1 and len(todo) > 1:
+    if engine.ray and todo:
+        from mmfer.cluster import run_shards
+
+        folder.joinpath("parts").mkdir(parents=True, exist_ok=True)
+        for k in run_shards(engine.ray, folder, chunks, todo, task, args, dtype, engine.ray_transfer, gpu):
+            bar.update(len(chunks[k]))
+    elif n_workers > 1 and len(todo) > 1:
         procs = min(n_workers, len(todo))
         with ProcessPoolExecutor(procs, initializer=init_worker, initargs=(procs,)) as pool:
             futures = {pool.submit(task, *args(chunks[k])): k for k in todo}
@@ -256,6 +279,15 @@ def _batched_audio_task(ext, ids: list[str], paths: list[tuple[str, float, float
         if len(a) == 0:
             errors[u] = "no frames extracted"
     return [done.get(u) if u not in errors else None for u in ids], errors
+
+
+def _words_args_settings(settings: dict, words: dict, chunk: list[str]) -> tuple:
+    return settings, chunk, [list(words[u]) for u in chunk]
+
+
+def _words_settings_task(settings: dict, ids: list[str], words: list[list[str]]):
+    """One chunk of a word encoder rebuilt from its settings once per (Ray worker) process."""
+    return _words_task(cached_extractor(settings), ids, words)
 
 
 def _words_task(enc, ids: list[str], words: list[list[str]]):

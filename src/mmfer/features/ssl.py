@@ -63,6 +63,7 @@ def hf_source(spec: str) -> Path | None:
 @register_extractor
 class SSLEncoder:
     family = "hf-audio"
+    wants_gpu = True  # a Ray shard task asks for a GPU when the cluster has one
     stream = "acoustic"
     input = "audio"
 

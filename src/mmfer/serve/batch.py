@@ -164,7 +164,8 @@ class ReadAhead:
         self.settings: dict[str, dict] = {}
 
     def __enter__(self) -> ReadAhead:
-        if self.batch.pred.needs_audio and len(self.items) >= READ_AHEAD_MIN and (os.cpu_count() or 1) > 1:
+        if (self.batch.read_ahead and self.batch.pred.needs_audio and len(self.items) >= READ_AHEAD_MIN
+                and (os.cpu_count() or 1) > 1):
             from mmfer.features.prepare import init_worker
 
             self.settings = self.batch.pred.audio_settings()
@@ -283,8 +284,10 @@ class BatchPredictor:
     """Runs a Predictor (and optionally a recogniser) over items; see the module docstring."""
 
     def __init__(self, predictor, recogniser=None, language: str | None = None, max_utterance: float = MAX_UTTERANCE,
-                 min_seconds: float = 1.0, max_seconds: float = 15.0):
+                 min_seconds: float = 1.0, max_seconds: float = 15.0, read_ahead: bool = True):
+        """``read_ahead`` False: no worker processes (a Ray task, which has its own CPU share)."""
         self.pred = predictor
+        self.read_ahead = read_ahead
         self.asr = recogniser
         self.language = language
         self.max_utterance = max_utterance
@@ -371,8 +374,9 @@ class BatchPredictor:
         return self._row(res, text, source, lang), res
 
     def run(self, items: list[Item], out: Path | None, progress: bool = True,
-            echo: Callable[[str], None] = print) -> list[dict]:
+            echo: Callable[[str], None] = print, stats: dict[str, dict] | None = None) -> list[dict]:
         """All rows, in input order; with ``out``, journalled and written (resuming an earlier run).
+        ``stats``: per-speaker statistics computed already (by a Ray driver), else computed here.
 
         Short inputs whose audio features were read ahead are predicted PREDICT_BATCH at a time
         (Predictor.predict_many); long recordings one segment at a time, in order."""
@@ -389,7 +393,7 @@ class BatchPredictor:
         todo = [it for it in items if it.key not in done]
         if done:
             echo(f"resuming: {len(items) - len(todo)} input(s) already in {out.name}, {len(todo)} to do")
-        stats = self.speaker_stats(todo)
+        stats = self.speaker_stats(todo) if stats is None else stats
         contexts: dict[str, list[str]] = {}
         rows: list[dict] = []
         pending: list[tuple[Item, Unit, tuple, Request]] = []
