@@ -16,6 +16,7 @@ from mmfer.features.store import FeatureStore
 from mmfer.training import cv as cv_mod
 from mmfer.training.folds import make_folds
 from mmfer.training.trainer import fold_data
+from ray_cluster import RayCluster, free_port, listening, loopback
 from synthetic_store import CLASSES, make_store
 
 FAST = {"model": {"hidden": 16, "attention_dim": 16, "fusion_dim": 16, "frame_reduction": 2, "dropout": 0.1},
@@ -75,45 +76,6 @@ def test_memory_of_a_fold_past_the_budget_does_not_grow_with_its_features(tmp_pa
     assert lazy < 0.25 * features, (held, lazy, features)  # one batch at a time
 
 
-# ---------------------------------------------------------------- loopback only
-
-def listening() -> set[tuple[str, int]]:
-    """(address, port) of every listening TCP socket of this machine (IPv4 and IPv6), from /proc."""
-    import ipaddress
-
-    out = set()
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(path).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            if state != "0A":  # LISTEN
-                continue
-            addr, port = local.split(":")
-            raw = b"".join(bytes.fromhex(addr[i:i + 8])[::-1] for i in range(0, len(addr), 8))  # host-order words
-            ip = ipaddress.ip_address(raw)
-            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-                ip = ip.ipv4_mapped
-            out.add((str(ip), int(port, 16)))
-    return out
-
-
-def loopback(addr: str) -> bool:
-    import ipaddress
-
-    return ipaddress.ip_address(addr).is_loopback
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---------------------------------------------------------------- DDP through torchrun
 
 def test_torchrun_two_processes_train_one_fold_on_loopback(store, tmp_path):
@@ -169,73 +131,6 @@ def test_distributed_outside_torchrun_says_how(store, tmp_path):
 
 # ---------------------------------------------------------------- Ray: a two-node cluster on loopback
 
-class RayCluster:
-    """A head (``ray start --head``) and a second node (tests/ray_node.py), on 127.0.0.1 only, with a token of
-    their own; stopped at the end by killing exactly the processes that carry that token."""
-
-    def __init__(self):
-        import os
-        import secrets
-        import subprocess
-        import sys
-        import tempfile
-
-        self.before = listening()
-        self.temp = tempfile.mkdtemp(prefix="mr", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-        self.token = secrets.token_hex(32)
-        self.env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
-                    "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0"}
-        port = free_port()
-        self.address = f"127.0.0.1:{port}"
-        ray_bin = str(Path(sys.executable).with_name("ray"))
-        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-                        "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp}"],
-                       env=self.env, check=True, capture_output=True, timeout=120)
-        subprocess.run([sys.executable, str(Path(__file__).with_name("ray_node.py")), self.address, "1"],
-                       env=self.env, check=True, capture_output=True, timeout=120)
-
-    def mmfer(self, *args) -> str:
-        import subprocess
-        import sys
-
-        r = subprocess.run([sys.executable, "-m", "mmfer", *map(str, args)], env=self.env, capture_output=True,
-                           text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-3000:]
-        return r.stdout + r.stderr
-
-    def opened(self) -> set[tuple[str, int]]:
-        return listening() - self.before
-
-    def stop(self) -> None:
-        import contextlib
-        import os
-        import shutil
-        import signal
-        import time
-
-        mark = f"RAY_AUTH_TOKEN={self.token}".encode()
-
-        def ours() -> list[int]:
-            pids = []
-            for d in Path("/proc").iterdir():
-                if d.name.isdigit() and int(d.name) != os.getpid():
-                    try:
-                        if mark in (d / "environ").read_bytes().split(b"\0"):
-                            pids.append(int(d.name))
-                    except OSError:
-                        continue
-            return pids
-
-        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-            for pid in ours():
-                with contextlib.suppress(OSError):
-                    os.kill(pid, sig)
-            deadline = time.time() + wait
-            while ours() and time.time() < deadline:
-                time.sleep(0.1)
-        shutil.rmtree(self.temp, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def ray_cluster():
     cluster = RayCluster()
@@ -267,16 +162,16 @@ def test_prepare_via_ray_equals_the_local_store(ray_cluster, sample_corpus, trai
     local = trained_runs.parent / "store"
     cfg = tmp_path / "small-shards.yaml"
     cfg.write_text("features: {shard_size: 8}\n")  # several shards per stream, so both nodes take some
-    # audio streams in small shards, written by the workers into the (shared) store folder
+    # the frames in small shards, written by the workers into the (shared) store folder
     ray_cluster.mmfer("prepare", sample_corpus, "--out", tmp_path / "shared", "--ray", ray_cluster.address,
-                      "--config", cfg, "--streams", "acoustic,functionals")
+                      "--config", cfg, "--streams", "acoustic")
     # the word encoder batches within a shard, so its floats depend on the shard size: the default here,
     # and the arrays sent back to the driver (--ray-transfer)
     ray_cluster.mmfer("prepare", sample_corpus, "--out", tmp_path / "sent", "--ray", ray_cluster.address,
                       "--ray-transfer", "--streams", "lexical")
     want = _files(local)
     shared, sent = _files(tmp_path / "shared"), _files(tmp_path / "sent")
-    assert {k.split("-")[0] for k in shared if "/" in k} == {"acoustic", "functionals"}
+    assert {k.split("-")[0] for k in shared if "/" in k} == {"acoustic"}
     assert {k.split("-")[0] for k in sent if "/" in k} == {"lexical"}
     assert all(want[k] == v for k, v in {**shared, **sent}.items())  # byte-identical to the local prepare
     assert all(loopback(a) for a, _ in ray_cluster.opened())
@@ -288,22 +183,24 @@ def test_cv_via_ray_equals_the_sequential_summary(ray_cluster, store, tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("model: {hidden: 16, attention_dim: 16, fusion_dim: 16, frame_reduction: 2, dropout: 0.1}\n"
                    "train: {max_epochs: 3, patience: 15, lr: 0.01, batch_size: 16, threads: 1}\n")
-    seq = cv_mod.run_cv(store, "mmmf", load_config(cfg), tmp_path / "seq", progress=False, echo=lambda m: None)
+    folds = ["Ses01", "Ses03"]
+    seq = cv_mod.run_cv(store, "mmmf", load_config(cfg), tmp_path / "seq", progress=False, echo=lambda m: None,
+                        only=folds)
     log = ray_cluster.mmfer("cv", store, "--model", "mmmf", "--config", cfg, "--out", tmp_path / "ray", "--ray",
-                            ray_cluster.address)
+                            ray_cluster.address, "--fold", folds[0], "--fold", folds[1])
     assert "submitted to Ray" in log
     via = json.loads((tmp_path / "ray" / "summary.json").read_text())
     same = lambda s: {k: v for k, v in s.items() if k != "seconds_per_fold"}  # noqa: E731
     assert same(via) == json.loads(json.dumps(same(seq)))
     again = ray_cluster.mmfer("cv", store, "--model", "mmmf", "--config", cfg, "--out", tmp_path / "ray", "--ray",
-                              ray_cluster.address)
-    assert again.count("done earlier") == len(seq["folds"])  # resumes per fold
+                              ray_cluster.address, "--fold", folds[0], "--fold", folds[1])
+    assert len(seq["folds"]) == 2 and again.count("done earlier") == 2  # resumes per fold
 
 
 def test_predict_via_ray_writes_the_same_output(ray_cluster, sample_corpus, trained_runs, tmp_path):
     import pandas as pd
 
-    table = pd.read_parquet(trained_runs.parent / "store" / "corpus.parquet").head(24)
+    table = pd.read_parquet(trained_runs.parent / "store" / "corpus.parquet").head(12)
     manifest = tmp_path / "m.csv"
     table[["audio", "text", "speaker", "dialog"]].rename(columns={"dialog": "dialogue"}).to_csv(manifest, index=False)
     model = trained_runs / "mmmf"
@@ -317,3 +214,19 @@ def test_predict_via_ray_writes_the_same_output(ray_cluster, sample_corpus, trai
     probs = [c for c in a.columns if c.startswith("p_")]
     assert np.abs(a[probs].to_numpy() - b[probs].to_numpy()).max() <= 2e-5  # batch composition: last digit
     assert all(loopback(a) for a, _ in ray_cluster.opened())
+
+
+def test_without_ray_nothing_imports_it_and_without_the_extra_it_says_what_to_install(monkeypatch):
+    import subprocess
+    import sys
+
+    code = ("import sys, mmfer.cli, mmfer.features.prepare, mmfer.training.cv, mmfer.serve.batch; "
+            "print('ray' in sys.modules, 'mmfer.cluster' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split() == ["False"] * 2
+    from mmfer import cluster
+    from mmfer.errors import MmferError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if mmfer[cluster] were not installed
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # connect sets it; restored after the test
+    with pytest.raises(MmferError, match=r"pip install 'mmfer\[cluster\]'"):
+        cluster.connect("local")
