@@ -116,7 +116,7 @@ def prepare_cmd(
     ray: str = typer.Option(None, "--ray", help="Run the shards as Ray tasks: a cluster ADDRESS (host:port), "
                             "'auto' (the cluster this machine belongs to) or 'local' (start one here). Workers write "
                             "shard files into --out, which must be on storage every node sees (else --ray-transfer). "
-                            "Needs mmfer[cluster]."),
+                            "Needs mmfer\\[cluster]."),
     ray_transfer: bool = typer.Option(False, "--ray-transfer", help="With --ray: workers send the features back to "
                                       "this machine, which writes them (when --out is not shared storage)."),
 ) -> None:
@@ -169,7 +169,7 @@ def cv_cmd(
                                    "the summary covers the folds run."),
     ray: str = typer.Option(None, "--ray", help="Run the folds in parallel as Ray tasks: a cluster ADDRESS "
                             "(host:port), 'auto' (the cluster this machine belongs to) or 'local' (start one "
-                            "here). The store and --out must be on storage every node sees. Needs mmfer[cluster]."),
+                            "here). The store and --out must be on storage every node sees. Needs mmfer\\[cluster]."),
     distributed: bool = typer.Option(False, "--distributed", help="Train each fold with all processes of a "
                                      "torchrun group (PyTorch DDP; one process per GPU, gloo on CPU): torchrun "
                                      "--nproc_per_node N -m mmfer cv STORE --distributed ..."),
@@ -218,7 +218,7 @@ def report_cmd(
     typer.echo(f"report written: {path}")
 
 
-ASR_HELP = ("Speech recognition for transcripts: 'auto' (the bundled Whisper-base when mmfer[asr] is installed), "
+ASR_HELP = ("Speech recognition for transcripts: 'auto' (the bundled Whisper-base when mmfer\\[asr] is installed), "
             "'none', or a local faster-whisper model folder (e.g. a larger Whisper). Typed transcripts win.")
 
 
@@ -250,7 +250,7 @@ def predict_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (one short input)."),
     ray: str = typer.Option(None, "--ray", help="With --out: predict groups of inputs as Ray tasks on a cluster "
                             "ADDRESS (host:port), 'auto' or 'local'; the model and inputs must be on storage every "
-                            "node sees. Same output as without. Needs mmfer[cluster]."),
+                            "node sees. Same output as without. Needs mmfer\\[cluster]."),
 ) -> None:
     """Predict emotions: one utterance (probabilities, modality gate, what was attended to), or many
     files / a long recording (a table of segments, with --out and --plot)."""
