@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TRAINED_FOLDS
 from mmfer.corpora import read_corpus
 from mmfer.features.audio import load_audio
 from mmfer.runs import export
@@ -27,7 +28,7 @@ def test_predict_json_from_runs_folder(trained_runs, sample_corpus):
     proc = _cli("predict", trained_runs, row["audio"], "--text", row["text"], "--json")
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
-    assert res["model"] == "mmmf" and res["folds"] == 5
+    assert res["model"] == "mmmf" and res["folds"] == len(TRAINED_FOLDS)
     assert res["emotion"] in {"ang", "hap", "neu", "sad"}
     assert sum(res["probabilities"].values()) == pytest.approx(1, abs=1e-5)
     assert res["emotion"] == max(res["probabilities"], key=res["probabilities"].get)
@@ -108,7 +109,8 @@ def test_export_refuses_to_delete_what_it_did_not_write(trained_runs, tmp_path):
     assert (sibling / "x").is_file()  # a look-alike temp name is never deleted
     with pytest.raises(MmferError, match="--force"):
         export(run, out)
-    assert export(run, out, force=True) == out and len(list((out / "models").glob("fold-*.pt"))) == 5
+    assert export(run, out, force=True) == out
+    assert len(list((out / "models").glob("fold-*.pt"))) == len(TRAINED_FOLDS)
     proc = _cli("export", run, "--out", precious)
     assert proc.returncode == 2 and "not an mmfer export" in proc.stderr and (precious / "thesis.tex").is_file()
 
@@ -121,7 +123,8 @@ def test_export_is_self_contained_and_equivalent(trained_runs, sample_corpus, tm
     shutil.copytree(trained_runs / "mmmf", run)
     out = export(run, tmp_path / "model")
     shutil.rmtree(run)  # the export must not need the run any more
-    assert sorted(p.name for p in (out / "models").iterdir()) == [f"fold-{i}.pt" for i in range(1, 6)]
+    want = [f"fold-{i}.pt" for i in range(1, len(TRAINED_FOLDS) + 1)]
+    assert sorted(p.name for p in (out / "models").iterdir()) == want
     exported = Predictor(out).predict(load_audio(row["audio"]), row["text"])
     original = Predictor(trained_runs / "mmmf").predict(load_audio(row["audio"]), row["text"])
     assert exported["probabilities"] == pytest.approx(original["probabilities"])
