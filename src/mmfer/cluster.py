@@ -184,17 +184,10 @@ def predict_items(address: str, batch, recipe: tuple, items: list, out: Path | N
     """BatchPredictor.run over Ray tasks: the same rows (journalled, resumable), in input order."""
     from tqdm import tqdm
 
-    from mmfer.serve.batch import Journal, output_format
+    from mmfer.serve.batch import resume
 
     ray = connect(address)
-    journal, done = None, set()
-    if out is not None:
-        output_format(out)
-        journal = Journal(out)
-        done = journal.load()
-    todo = [it for it in items if it.key not in done]
-    if done:
-        echo(f"resuming: {len(items) - len(todo)} input(s) already in {out.name}, {len(todo)} to do")
+    journal, todo = resume(items, out, echo)
     stats = batch.speaker_stats(todo)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     size = max(1, min(64, -(-len(todo) // (4 * cpus))))

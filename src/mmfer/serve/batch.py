@@ -236,6 +236,20 @@ class Journal:
         self.partial.unlink(missing_ok=True)
 
 
+def resume(items: list[Item], out: Path | None,
+           echo: Callable[[str], None] = print) -> tuple[Journal | None, list[Item]]:
+    """The journal of ``out`` (None without one) and the inputs it does not hold yet."""
+    if out is None:
+        return None, list(items)
+    output_format(out)
+    journal = Journal(out)
+    done = journal.load()
+    todo = [it for it in items if it.key not in done]
+    if done:
+        echo(f"resuming: {len(items) - len(todo)} input(s) already in {out.name}, {len(todo)} to do")
+    return journal, todo
+
+
 def output_format(out: Path) -> str:
     fmt = OUTPUT_FORMATS.get(out.suffix.lower())
     if fmt is None:
@@ -384,15 +398,7 @@ class BatchPredictor:
 
         from mmfer.serve.predictor import Request
 
-        journal = None
-        done: set[str] = set()
-        if out is not None:
-            output_format(out)
-            journal = Journal(out)
-            done = journal.load()
-        todo = [it for it in items if it.key not in done]
-        if done:
-            echo(f"resuming: {len(items) - len(todo)} input(s) already in {out.name}, {len(todo)} to do")
+        journal, todo = resume(items, out, echo)
         stats = self.speaker_stats(todo) if stats is None else stats
         contexts: dict[str, list[str]] = {}
         rows: list[dict] = []
