@@ -92,3 +92,41 @@ def test_reduce_frames():
     a = np.arange(14, dtype=np.float32).reshape(7, 2)
     r = reduce_frames(a, 3)
     assert r.shape == (3, 2) and r[0].tolist() == [2, 3] and r[2].tolist() == [12, 13]
+
+
+def _fused_inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    dims = {"acoustic": 5, "lexical": 4, "functionals": 7, "sentence": 4, "context": 4}
+    lengths = {"acoustic": torch.tensor([6, 3, 4]), "lexical": torch.tensor([2, 4, 3])}
+    inputs = {k: torch.randn(3, int(lengths[k].max()) if k in lengths else 1, d, generator=g) for k, d in dims.items()}
+    return dims, inputs, {k: lengths.get(k, torch.ones(3, dtype=torch.long)) for k in dims}
+
+
+def test_stacked_experts_start_as_their_sum():
+    """model.stack_experts: the fused model starts as the sum of the closed-form experts' scores."""
+    torch.manual_seed(0)
+    dims, x, n = _fused_inputs()
+    model = build_model("mmmf", dims, 4, ModelConfig(hidden=6, attention_dim=8, fusion_dim=7, stack_experts=True))
+    assert model.expert_kinds == ["functionals", "sentence"]
+    model.start_from_prefit()
+    out = model.eval()(x, n)["logits"]
+    experts = sum(model.encoders[k](x[k], None)[0] for k in ("functionals", "sentence"))
+    assert torch.allclose(out, experts, atol=1e-6)
+    assert build_model("mmmf", dims, 4, ModelConfig(hidden=6)).expert_scale is None  # the default: off
+
+
+def test_auxiliary_heads_and_modality_dropout():
+    from mmfer.models.nets import drop_modality
+
+    torch.manual_seed(0)
+    dims, x, n = _fused_inputs()
+    model = build_model("mmmf", dims, 4, ModelConfig(hidden=6, fusion_dim=7, aux_weight=0.5, modality_dropout=0.5))
+    out = model.train()(x, n)
+    assert set(out["aux_logits"]) == {"audio", "text"} and out["aux_logits"]["audio"].shape == (3, 4)
+    assert build_model("text", dims, 4, ModelConfig(aux_weight=0.5)).aux_heads is None  # one modality: none
+    v = {"audio": torch.ones(2000, 3), "text": torch.ones(2000, 2)}
+    d = drop_modality(v, 0.4)
+    lost_a, lost_t = (d["audio"].sum(1) == 0), (d["text"].sum(1) == 0)
+    assert not (lost_a & lost_t).any()  # never both
+    assert abs(float((lost_a | lost_t).float().mean()) - 0.4) < 0.05 and abs(float(lost_a.float().mean()) - 0.2) < 0.04
+    assert ((d["audio"] == 0) | (d["audio"] == 1)).all()

@@ -192,3 +192,61 @@ def test_batches_by_length_give_the_same_frames(tmp_path, sample_corpus):
         one = enc.extract(x)
         assert got.shape == one.shape and np.allclose(got, one, atol=2e-3), np.abs(got - one).max()
     assert not SSLEncoder(_save_audio_model("wav2vec2", tmp_path / "base-kind")).batches
+
+
+def test_word_transformer_starts_where_the_stored_vectors_are(tiny, monkeypatch):
+    """train.finetune_lexical computes the stored per-word vectors differentiably: the same values (long
+    word lists in pieces too), z-scored by the given statistics, zero on padding; gradients reach it."""
+    from mmfer.features import lexical
+    from mmfer.models import tuned
+
+    monkeypatch.setattr(lexical, "MAX_WORDS_PER_PASS", 3)
+    monkeypatch.setattr(tuned, "MAX_WORDS_PER_PASS", 3)
+    batch = [["hello", "there"], ["i", "am", "so", "very", "angry", "today", "friend"]]
+    stored = lexical.make_encoder(f"hf:{tiny['bert']}").encode(batch)
+    mean, std = np.full(32, 0.5, np.float32), np.full(32, 2.0, np.float32)
+    wt = tuned.WordTransformer(str(tiny["bert"]), mean=mean, std=std)
+    x, n = wt(batch)
+    assert n.tolist() == [2, 7] and x.shape == (2, 7, 32)
+    for i, s in enumerate(stored):
+        assert np.allclose(x[i, :len(s)].detach().numpy(), (s - mean) / std, atol=1e-5)
+    assert float(x[0, 2:].detach().abs().sum()) == 0.0
+    (x * torch.randn_like(x)).sum().backward()  # (a plain sum has no gradient through a final layer norm)
+    assert wt.transformer.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+def test_finetune_lexical_trains_saves_and_predicts_with_the_tuned_encoder(tiny, sample_corpus, tmp_path):
+    """cv with train.finetune_lexical: the encoder's weights change and travel in the checkpoint; predict
+    needs the encoder folder named (not the run's record) and gives the probabilities cv recorded."""
+    import pandas as pd
+
+    from mmfer.models.tuned import WordTransformer
+    from mmfer.runs import load_checkpoint
+    from mmfer.serve.predictor import Predictor
+
+    store = tmp_path / "store"
+    assert _cli("prepare", sample_corpus, "--out", store, "--lexical", f"hf:{tiny['bert']}", "--streams", "lexical",
+                "--workers", "1").returncode == 0
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text("model: {hidden: 8, attention_dim: 8}\n"
+                   "train: {max_epochs: 2, threads: 1, protocol: kfold-speaker, folds: 2, finetune_lexical: true,"
+                   " finetune_lr: 0.001}\n")
+    proc = _cli("cv", store, "--model", "text-words", "--out", tmp_path / "run", "--config", cfg, "--fold", "group1")
+    assert proc.returncode == 0, proc.stderr
+    assert "finetune_lexical on CPU is slow" in proc.stderr
+    ckpt_path = tmp_path / "run" / "fold-1" / "model.pt"
+    with pytest.raises(MmferError, match="pass it yourself with --lexical FOLDER"):
+        load_checkpoint(ckpt_path)
+    model, ckpt = load_checkpoint(ckpt_path, str(tiny["bert"]))
+    assert ckpt["finetuned_lexical"] is True
+    start = WordTransformer(str(tiny["bert"])).transformer.state_dict()
+    tuned = model.word_model.transformer.state_dict()
+    moved = [k for k in start if not torch.equal(start[k], tuned[k])]
+    assert moved, "the encoder's weights did not change"
+    assert not torch.equal(model.word_model.std, torch.ones(32))  # the fold's statistics came along
+    preds = pd.read_parquet(tmp_path / "run" / "fold-1" / "predictions.parquet")
+    table = read_corpus(sample_corpus).table.set_index("utt_id")
+    p = Predictor(tmp_path / "run", fold=1, lexical=tiny["bert"])
+    for _, row in preds.head(3).iterrows():
+        got = p.predict(None, table.loc[row["utt_id"], "text"])
+        assert np.allclose([got["probabilities"][c] for c in p.classes], row["probs"], atol=1e-4)

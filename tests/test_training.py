@@ -80,6 +80,8 @@ def test_run_files_and_normalisation_from_train_only(store, tmp_path):
     assert len(row["audio_attention"]) == -(-fs.features["acoustic"].length(row["utt_id"]) // 2)  # reduced by 2
     assert abs(sum(row["text_attention"]) - 1) < 1e-5 and 0 < row["gate"] < 1
     assert abs(sum(row["probs"]) - 1) < 1e-5
+    m = json.loads((out / "fold-1" / "metrics.json").read_text())  # the epoch soup starts from the best epoch
+    assert m["soup_epochs"][0] == m["best_epoch"] and m["soup_val_score"] >= m["val_score"]
     ckpt = torch.load(out / "fold-1" / "model.pt", weights_only=True)
     train_frames = np.concatenate([fs.features["acoustic"].get(u) for u in folds[0].train])
     all_frames = np.concatenate([fs.features["acoustic"].get(u) for u in fs.features["acoustic"].ids])
@@ -169,3 +171,32 @@ def test_cv_command_prints_table(store, tmp_path):
     bad.write_text("model:\n  hiden: 8\n")
     res = CliRunner().invoke(app, ["cv", str(store), "--config", str(bad), "--out", str(tmp_path / "r2")])
     assert res.exit_code != 0 and "hiden" in str(res.exception)
+
+
+def test_epoch_soup_keeps_the_best_and_averages_weights():
+    from mmfer.training.trainer import average_states, keep
+
+    kept: list[dict] = []
+    for epoch, ua in enumerate([0.5, 0.7, 0.6, 0.8, 0.4, 0.65]):
+        here = {"ua": ua, "loss": 1.0, "epoch": epoch}
+        if keep(kept, here, 3):
+            kept.append(here)
+    assert sorted(d["epoch"] for d in kept) == [1, 3, 5]  # the three best, whatever their order
+    a = {"w": torch.tensor([1.0, 3.0]), "steps": torch.tensor(5)}
+    b = {"w": torch.tensor([3.0, 5.0]), "steps": torch.tensor(7)}
+    avg = average_states([a, b])
+    assert avg["w"].tolist() == [2.0, 4.0] and int(avg["steps"]) == 5  # integer buffers are not averaged
+    assert average_states([a]) is a
+
+
+def test_fusion_options_train(store, tmp_path):
+    """model.stack_experts, aux_weight and modality_dropout go through training; stacking's start (the
+    experts' sum, 'epoch 0') is a candidate that validation judges."""
+    ov = {"model": {**FAST["model"], "stack_experts": True, "aux_weight": 0.5, "modality_dropout": 0.2},
+          "train": {**FAST["train"], "max_epochs": 3}}
+    out = tmp_path / "run"
+    summary = cv_mod.run_cv(store, "mmmf", load_config(None, ov), out, progress=False, echo=lambda m: None)
+    assert summary["ua"]["mean"] > 0.4
+    m = json.loads((out / "fold-1" / "metrics.json").read_text())
+    assert m["history"][0]["epoch"] == 0 and len(m["history"]) == 4
+    assert len(torch.load(out / "fold-1" / "model.pt", weights_only=True)["state_dict"]["expert_scale"]) == 2

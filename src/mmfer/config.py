@@ -75,6 +75,12 @@ class ModelConfig(_Strict):
     functionals: Literal["linear", "learned"] = Field(
         "linear", description="utterance functionals: class scores of a linear model fitted first (C chosen on "
                               "the validation speakers) and frozen, or a learned low-rank projection")
+    stack_experts: bool = Field(False, description="several modalities: the closed-form experts' class scores also "
+                                "reach the logits directly (learned scale); training starts from their sum")
+    aux_weight: float = Field(0.0, ge=0, description="several modalities: weight of an auxiliary loss per modality "
+                              "(a linear classifier on that modality's vector alone); 0 = off")
+    modality_dropout: float = Field(0.0, ge=0, lt=1, description="several modalities: while training, each "
+                                    "utterance loses one modality's vector (zeroed) with this probability")
     vector_dim: int = Field(32, ge=1, description="low-rank projection of utterance-level vector streams")
     vector_dropout: float = Field(0.5, ge=0, lt=1, description="input dropout of utterance-level vector streams")
 
@@ -102,6 +108,11 @@ class TrainConfig(_Strict):
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
     memory_budget_gb: float = Field(2.0, gt=0, description="a fold's features are held in memory up to this "
                                     "size; above it each batch is read from the memory-mapped store")
+    soup: int = Field(5, ge=1, description="greedy weight averaging of the best N epochs ('model soup'): kept "
+                      "only while the validation score does not fall; 1 = the best epoch alone")
+    finetune_lexical: bool = Field(False, description="train the text encoder with the model (for a GPU: on CPU "
+                                   "it is slow and did not pay); the stored vectors stay for sentence and context")
+    finetune_lr: float = Field(2e-5, gt=0, description="learning rate of the fine-tuned text encoder")
     init_from: dict[str, str] = Field(default_factory=dict, description="mmmf two-stage recipe: "
                                       "{'audio': RUN_DIR, 'text': RUN_DIR} of trained unimodal runs")
 

@@ -108,10 +108,11 @@ class Batch:
     labels: torch.Tensor                      # [B] class indices
     inputs: dict[str, torch.Tensor]           # kind -> [B, T, D] zero-padded
     lengths: dict[str, torch.Tensor]          # kind -> [B] real lengths (>= 1)
+    words: list[list[str]] | None = None      # the utterances' words, for a model that fine-tunes its encoder
 
     def to(self, device: torch.device) -> Batch:
         return Batch(self.ids, self.labels.to(device), {k: v.to(device) for k, v in self.inputs.items()},
-                     {k: v.to(device) for k, v in self.lengths.items()})
+                     {k: v.to(device) for k, v in self.lengths.items()}, self.words)
 
 
 def fit_normalizers(store: FeatureStore, ids: list[str], kinds: list[str], mode: str = "corpus",
@@ -177,9 +178,12 @@ class UtteranceSet:
     """Normalised, time-reduced features of a fixed list of utterances: arrays in memory, or
     :class:`StoredStream` views read batch by batch from the store."""
 
-    def __init__(self, ids: list[str], labels: list[int] | None, arrays: dict[str, Sequence[np.ndarray]]):
-        """``labels`` None (prediction): every label is -1 and no loss is computed."""
+    def __init__(self, ids: list[str], labels: list[int] | None, arrays: dict[str, Sequence[np.ndarray]],
+                 words: list[list[str]] | None = None):
+        """``labels`` None (prediction): every label is -1 and no loss is computed. ``words``: each
+        utterance's words, carried into the batches (train.finetune_lexical)."""
         self.ids = ids
+        self.words = words
         self.labels = np.asarray(labels if labels is not None else [-1] * len(ids), np.int64)
         self.arrays = arrays
         first = next(iter(arrays), None)
@@ -237,7 +241,8 @@ class UtteranceSet:
         for k, arrs in self.arrays.items():
             sel = [arrs[i] for i in idx]
             inputs[k], lengths[k] = pad(sel)
-        return Batch([self.ids[i] for i in idx], torch.from_numpy(self.labels[idx]), inputs, lengths)
+        words = None if self.words is None else [self.words[i] for i in idx]
+        return Batch([self.ids[i] for i in idx], torch.from_numpy(self.labels[idx]), inputs, lengths, words)
 
 
 def stored_streams(store: FeatureStore, ids: list[str], kinds: list[str], norms: dict[str, StreamNorm],

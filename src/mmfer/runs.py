@@ -76,8 +76,9 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def load_checkpoint(path: Path):
-    """(model in eval mode, checkpoint dict)."""
+def load_checkpoint(path: Path, lexical_source: str | None = None):
+    """(model in eval mode, checkpoint dict). ``lexical_source``: the text encoder folder the user names,
+    needed for a model that fine-tuned a local encoder (the bundled MiniLM is found by itself)."""
     from mmfer.models import build_model, get_model
     from mmfer.models.linear import LinearModel
 
@@ -87,9 +88,21 @@ def load_checkpoint(path: Path):
     else:
         from mmfer.features.base import stacked_layers
 
+        word_model = None
+        if ckpt.get("finetuned_lexical"):  # the architecture here, the trained weights from the state dict
+            from mmfer.models.tuned import WordTransformer, finetune_source
+
+            settings = ckpt["features"]["lexical"]
+            word_model = WordTransformer(finetune_source(settings, lexical_source), settings.get("layers", "last"),
+                                         pretrained=False)
         model = build_model(ckpt["model"], ckpt["dims"], len(ckpt["classes"]), ModelConfig(**ckpt["model_config"]),
-                            stacked_layers(ckpt.get("features", {})))
-    model.load_state_dict(ckpt["state_dict"])
+                            stacked_layers(ckpt.get("features", {})), word_model)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:  # a model whose parts changed since this checkpoint was written
+        raise MmferError(f"{path}: the checkpoint does not fit this version's '{ckpt['model']}' model "
+                         f"({str(err).splitlines()[1].strip()[:120] if len(str(err).splitlines()) > 1 else err}); "
+                         "retrain it with this version") from None
     return model.eval(), ckpt
 
 

@@ -9,6 +9,11 @@ from torch import nn
 from mmfer.data import UtteranceSet
 
 
+def word_input(model: nn.Module, batch) -> dict:
+    """The batch's words, for a model whose text encoder is part of it (train.finetune_lexical)."""
+    return {"words": batch.words} if getattr(model, "word_model", None) is not None else {}
+
+
 @torch.no_grad()
 def infer(model: nn.Module, data: UtteranceSet, device: torch.device | str = "cpu", batch_size: int = 64) -> dict:
     """Probabilities, attention per sequence stream (mean over heads, real steps only) and gate, in
@@ -24,7 +29,7 @@ def infer(model: nn.Module, data: UtteranceSet, device: torch.device | str = "cp
     labelled = bool(n) and bool((data.labels >= 0).all())
     for batch in data.batches(batch_size):
         batch = batch.to(device)
-        out = model(batch.inputs, batch.lengths)
+        out = model(batch.inputs, batch.lengths, **word_input(model, batch))
         logits = out["logits"].float()
         if labelled:
             loss_sum += nn.functional.cross_entropy(logits, batch.labels, reduction="sum").item()

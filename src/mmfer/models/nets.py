@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mmfer.config import ModelConfig
+from mmfer.errors import MmferError
 from mmfer.models.blstm import BLSTM
 from mmfer.models.fusion import FUSIONS
 from mmfer.models.pooling import make_pooling
@@ -107,7 +108,9 @@ class ModalityJoin(nn.Module):
 
 class EmotionModel(nn.Module):
     def __init__(self, name: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig,
-                 layers: dict[str, int] | None = None):
+                 layers: dict[str, int] | None = None, word_model: nn.Module | None = None):
+        """``word_model`` (models.tuned.WordTransformer): the text encoder trained with the model
+        (``train.finetune_lexical``); the ``lexical`` input is then computed from the batch's words."""
         super().__init__()
         layers = layers or {}
         self.spec = get_model(name)
@@ -120,6 +123,18 @@ class EmotionModel(nn.Module):
         self.by_modality = {m: [k for k in self.kinds if stream(k).modality == m] for m in self.spec.modalities}
         self.joins = {m: ModalityJoin([self.encoders[k].output_dim for k in ks]) for m, ks in self.by_modality.items()}
         self.head = FUSIONS[self.spec.fusion]({m: j.output_dim for m, j in self.joins.items()}, n_classes, cfg)
+        # several modalities: the closed-form experts' class scores also reach the logits directly, each with
+        # a learned scale (stacking); see start_from_prefit
+        experts = [k for k in self.kinds if getattr(self.encoders[k], "prefit", False)]
+        self.expert_kinds = experts if self.spec.fusion is not None and cfg.stack_experts else []
+        self.expert_scale = nn.Parameter(torch.ones(len(self.expert_kinds))) if self.expert_kinds else None
+        several = len(self.by_modality) > 1
+        self.aux_heads = nn.ModuleDict({m: nn.Linear(j.output_dim, n_classes) for m, j in self.joins.items()}
+                                       ) if several and cfg.aux_weight > 0 else None
+        self.modality_dropout = cfg.modality_dropout if several else 0.0
+        if word_model is not None and "lexical" not in self.kinds:
+            raise MmferError(f"train.finetune_lexical: model '{name}' reads no words (no 'lexical' stream)")
+        self.word_model = word_model
 
     @staticmethod
     def _encoder(kind: str, dim: int, n_classes: int, cfg: ModelConfig, n_layers: int = 1) -> nn.Module:
@@ -135,10 +150,20 @@ class EmotionModel(nn.Module):
 
     @torch.no_grad()
     def start_from_prefit(self) -> None:
-        """With one modality, start as the prefitted linear model alone: its scores pass through the
-        classifier unchanged and the other parts of the vector get zero weight (they learn from there).
-        With several, the fusion head learns to combine them from its usual start."""
+        """Start as the prefitted linear models alone; the network learns what to add to them.
+
+        One modality: the experts' scores pass through the classifier unchanged and the other parts of
+        the vector get zero weight. Several: the fusion head's classifier starts at zero, so the logits
+        are the sum of the experts' scores (a product of experts: the closed-form models of each modality
+        fused), which the fusion head then corrects. Either way the start is itself a candidate that the
+        validation part judges ("epoch 0")."""
         head = self.head
+        if self.expert_scale is not None:
+            classifiers = [head.classifier] if hasattr(head, "classifier") else list(head.heads.values())
+            for clf in classifiers:
+                clf.weight.zero_()
+                clf.bias.zero_()
+            return
         if not hasattr(head, "classifier") or len(self.by_modality) != 1:
             return
         (kinds,) = self.by_modality.values()
@@ -151,19 +176,42 @@ class EmotionModel(nn.Module):
                 head.classifier.weight[:, col:col + width] = torch.eye(width)
             col += width
 
-    def forward(self, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> dict:
+    def forward(self, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor],
+                words: list[list[str]] | None = None) -> dict:
+        if self.word_model is not None:
+            if words is None:
+                raise ValueError("this model fine-tunes its text encoder: pass the batch's words")
+            x, n = self.word_model(words)
+            inputs, lengths = {**inputs, "lexical": x}, {**lengths, "lexical": n.to(x.device)}
         pooled, attention = {}, {}
         for k, enc in self.encoders.items():
             pooled[k], att = enc(inputs[k], lengths[k])
             if att is not None:
                 attention[k] = att
         by_modality = {m: self.joins[m]([pooled[k] for k in ks]) for m, ks in self.by_modality.items()}
+        if self.training and self.modality_dropout > 0:
+            by_modality = drop_modality(by_modality, self.modality_dropout)
         out = self.head(by_modality, self.dropout)
+        if self.aux_heads is not None:
+            out["aux_logits"] = {m: h(self.dropout(by_modality[m])) for m, h in self.aux_heads.items()}
+        if self.expert_scale is not None:
+            out["logits"] = out["logits"] + sum(w * pooled[k] for w, k in zip(self.expert_scale, self.expert_kinds))
         out["attention"] = attention
         return out
 
 
+def drop_modality(vectors: dict[str, torch.Tensor], p: float) -> dict[str, torch.Tensor]:
+    """With probability ``p`` per utterance, zero one modality's vector (chosen uniformly), never all."""
+    names = list(vectors)
+    b = next(iter(vectors.values())).shape[0]
+    device = next(iter(vectors.values())).device
+    hit = torch.rand(b, device=device) < p
+    which = torch.randint(len(names), (b,), device=device)
+    return {m: v * (~(hit & (which == i))).to(v.dtype)[:, None] for i, (m, v) in enumerate(vectors.items())}
+
+
 def build_model(name: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig,
-                layers: dict[str, int] | None = None) -> EmotionModel:
-    """``layers``: streams holding several encoder layers per frame (features.base.stacked_layers)."""
-    return EmotionModel(name, dims, n_classes, cfg, layers)
+                layers: dict[str, int] | None = None, word_model: nn.Module | None = None) -> EmotionModel:
+    """``layers``: streams holding several encoder layers per frame (features.base.stacked_layers);
+    ``word_model``: a text encoder to fine-tune (see EmotionModel)."""
+    return EmotionModel(name, dims, n_classes, cfg, layers, word_model)

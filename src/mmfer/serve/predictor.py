@@ -56,7 +56,7 @@ class Predictor:
                                                                  .expanduser().resolve())
         self.models, self.ckpts = [], []
         for f in runs.checkpoints(self.path, fold):
-            model, ckpt = runs.load_checkpoint(f)
+            model, ckpt = runs.load_checkpoint(f, self.lexical_source)
             self.models.append(model)
             self.ckpts.append(ckpt)
         first = self.ckpts[0]
@@ -232,7 +232,7 @@ class Predictor:
                         a = tfidf.transform([words[i]]).toarray() if k == "ngrams" else raw[i][k]
                         norm = speaker.get(k) or norms.get(k) or Normalizer.identity(a.shape[1])
                         arrays[k].append(prepare_stream(k, a, norm, self.frame_reduction))
-                outs.append(infer(model, UtteranceSet([str(i) for i in ok], None, arrays)))
+                outs.append(infer(model, UtteranceSet([str(i) for i in ok], None, arrays, [words[i] for i in ok])))
         for j, i in enumerate(ok):
             results[i] = self._result(requests[i], words[i], [{
                 "probs": o["probs"][j], "gate": o["gate"][j],
