@@ -56,13 +56,14 @@ def main() -> None:
         ov = {k: dict(v) for k, v in ov.items()}
         ov["train"] = {"protocol": "split", "objective": "wf1", **ov.get("train", {})}
         cfg = load_config(None, ov)
-        out = a.work / "runs" / name.split(" ")[0].replace(",", "") / ("ft" if ov["train"].get("finetune_lexical") else "frozen")
+        out = a.work / "runs" / ("finetuned" if ov["train"].get("finetune_lexical") else "frozen")
         t = time.perf_counter()
         s = run_cv(store, "text", cfg, out, progress=False, echo=lambda m: print("  " + m, flush=True))
         m = json.loads(next(out.glob("fold*/metrics.json")).read_text())
         rows.append({"row": name, "overrides": ov, "dev_wf1": m["val_score"], "best_epoch": m["best_epoch"],
                      **{k: s[k]["mean"] for k in ("wa", "ua", "f1", "wf1")},
-                     "seconds_per_fold": s["seconds_per_fold"]["mean"], "wall_seconds": round(time.perf_counter() - t, 1)})
+                     "seconds_per_fold": s["seconds_per_fold"]["mean"],
+                     "wall_seconds": round(time.perf_counter() - t, 1)})
         print(f"{name:28} dev wF1 {m['val_score']:.3f}  test wF1 {s['wf1']['mean']:.3f}  UA {s['ua']['mean']:.3f}  "
               f"{s['seconds_per_fold']['mean']:.0f} s", flush=True)
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
