@@ -27,6 +27,8 @@ HERE = Path(__file__).resolve().parent
 RUNS = [
     ("ravdess", "audio-svm", "audio-svm", {}, "baseline: functionals + per-speaker z-score + linear model"),
     ("ravdess", "audio", "audio", {}, "default: frame focus + closed-form functionals scores (stacked)"),
+    ("ravdess", "audio, no epoch soup", "audio", {"train": {"soup": 1}},
+     "ablation: the best epoch's weights alone (train.soup 1, the earlier default)"),
     ("ravdess", "audio (functionals learned)", "audio", {"model": {"functionals": "learned"}},
      "ablation: low-rank projection of the functionals trained with the network"),
     ("ravdess", "audio-frames", "audio-frames", {}, "ablation: LLD frames only (BLSTM + attention), 8 frames averaged"),
@@ -36,6 +38,8 @@ RUNS = [
      "ablation: training-part statistics instead of per-speaker"),
     ("meld", "text-tfidf", "text-tfidf", {}, "baseline: TF-IDF 1-2-grams + logistic regression"),
     ("meld", "text", "text", {}, "default: word focus + closed-form sentence scores + previous 3 utterances"),
+    ("meld", "text, no epoch soup", "text", {"train": {"soup": 1}},
+     "ablation: the best epoch's weights alone (train.soup 1, the earlier default)"),
     ("meld", "text-words", "text-words", {}, "ablation: the utterance's words only (BLSTM + attention)"),
     ("meld", "text, +3 following utterances", "text", {"features": {"context_after": 3}},
      "ablation: context also from the next 3 utterances (offline use only)"),
