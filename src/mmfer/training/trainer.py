@@ -217,7 +217,7 @@ def train_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfi
         here = {"ua": val_scores[tc.objective], "loss": val["loss"], "epoch": epoch}
         if tc.soup > 1 and keep(kept, here, tc.soup):
             kept.append({**here, "state": copy.deepcopy(model.state_dict())})
-        if (here["ua"], -here["loss"]) > (best["ua"], -best["loss"]):
+        if epoch_rank(here) > epoch_rank(best):
             best = {**here, "state": kept[-1]["state"] if kept and kept[-1]["epoch"] == epoch
                     else copy.deepcopy(model.state_dict())}
         elif epoch - best["epoch"] >= tc.patience:
@@ -267,13 +267,17 @@ def param_groups(model: EmotionModel, tc) -> list[dict]:
     return [{"params": rest}] + ([{"params": tuned, "lr": tc.finetune_lr}] if tuned else [])
 
 
+def epoch_rank(epoch: dict) -> tuple[float, float]:
+    """How epochs compare on validation: the objective's score, then the lower loss."""
+    return epoch["ua"], -epoch["loss"]
+
+
 def keep(kept: list[dict], here: dict, n: int) -> bool:
     """Whether an epoch is among the ``n`` best so far (then the weakest kept one is dropped)."""
-    rank = lambda d: (d["ua"], -d["loss"])  # noqa: E731
     if len(kept) < n:
         return True
-    worst = min(kept, key=rank)
-    if rank(here) <= rank(worst):
+    worst = min(kept, key=epoch_rank)
+    if epoch_rank(here) <= epoch_rank(worst):
         return False
     kept.remove(worst)
     return True
@@ -286,9 +290,8 @@ def greedy_soup(model: EmotionModel, kept: list[dict], best: dict, val, device, 
     part. Epochs of one run lie in one basin, so their average is a flatter, better-generalising point;
     validation decides, so the soup is never worse there than the best epoch alone. Leaves the chosen
     weights in ``model``; returns their epochs and validation score."""
-    rank = lambda d: (d["ua"], -d["loss"])  # noqa: E731
-    others = sorted((d for d in kept if d["epoch"] != best["epoch"]), key=rank, reverse=True)
-    chosen, states, score = [best["epoch"]], [best["state"]], (best["ua"], -best["loss"])
+    others = sorted((d for d in kept if d["epoch"] != best["epoch"]), key=epoch_rank, reverse=True)
+    chosen, states, score = [best["epoch"]], [best["state"]], epoch_rank(best)
     for cand in others:
         trial = average_states(states + [cand["state"]])
         model.load_state_dict(trial)
