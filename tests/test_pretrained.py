@@ -200,8 +200,7 @@ def test_word_transformer_starts_where_the_stored_vectors_are(tiny, monkeypatch)
     from mmfer.features import lexical
     from mmfer.models import tuned
 
-    monkeypatch.setattr(lexical, "MAX_WORDS_PER_PASS", 3)
-    monkeypatch.setattr(tuned, "MAX_WORDS_PER_PASS", 3)
+    monkeypatch.setattr(lexical, "MAX_WORDS_PER_PASS", 3)  # both paths cut word lists in pieces of 3
     batch = [["hello", "there"], ["i", "am", "so", "very", "angry", "today", "friend"]]
     stored = lexical.make_encoder(f"hf:{tiny['bert']}").encode(batch)
     mean, std = np.full(32, 0.5, np.float32), np.full(32, 2.0, np.float32)

@@ -60,6 +60,25 @@ def layer_choice(spec: str | int, n_layers: int) -> list[int] | None:
     return idx
 
 
+def word_pieces(batch: list[list[str]]) -> list[tuple[int, list[str]]]:
+    """(utterance index, up to ``MAX_WORDS_PER_PASS`` words) per encoder pass; an empty list has none."""
+    return [(i, list(words[k:k + MAX_WORDS_PER_PASS])) for i, words in enumerate(batch)
+            for k in range(0, len(words), MAX_WORDS_PER_PASS)]
+
+
+def pool_words(hidden, enc, pieces: list[tuple[int, list[str]]]):
+    """Sub-word states [P, L, D] of ``pieces`` -> word vectors [P, W, D] (W: the longest piece's words):
+    each word the mean of its sub-word states, zero for a word without any (cut off, or no piece).
+    Differentiable, so fine-tuning (models.tuned) shares it."""
+    import torch
+
+    ids = torch.tensor([[-1 if j is None else j for j in enc.word_ids(p)] for p in range(len(pieces))],
+                       device=hidden.device)
+    n_words = max(len(w) for _, w in pieces)
+    member = (ids[:, None, :] == torch.arange(n_words, device=hidden.device)[None, :, None]).to(hidden.dtype)
+    return torch.bmm(member / member.sum(dim=-1, keepdim=True).clamp(min=1.0), hidden)
+
+
 class _WordExtractor:
     stream = "lexical"
     input = "words"
@@ -141,12 +160,8 @@ class TransformerEncoder(_WordExtractor):
         """One [n_words, dim] array per word list; long lists go through the encoder in pieces."""
         import torch
 
-        pieces: list[tuple[int, list[str]]] = []
-        for i, words in enumerate(batch):
-            for k in range(0, len(words), MAX_WORDS_PER_PASS):
-                pieces.append((i, list(words[k:k + MAX_WORDS_PER_PASS])))
+        todo = word_pieces(batch)
         outs: list[list[np.ndarray]] = [[] for _ in batch]
-        todo = [(i, w) for i, w in pieces if w]
         if todo:
             enc = self.tokenizer([w for _, w in todo], is_split_into_words=True, padding=True, truncation=True,
                                  max_length=512, return_tensors="pt")
@@ -155,15 +170,9 @@ class TransformerEncoder(_WordExtractor):
                                  output_hidden_states=self.layer_idx is not None)
                 hidden = out.last_hidden_state if self.layer_idx is None else torch.stack(
                     [out.hidden_states[i] for i in self.layer_idx]).mean(dim=0)
-            hidden = hidden.float().cpu().numpy()
+                vectors = pool_words(hidden.float(), enc, todo).cpu().numpy()
             for row, (i, words) in enumerate(todo):
-                ids = np.array([-1 if w is None else w for w in enc.word_ids(row)])
-                vecs = np.zeros((len(words), self.dim), np.float32)
-                for j in range(len(words)):
-                    sel = ids == j
-                    if sel.any():
-                        vecs[j] = hidden[row, sel].mean(axis=0)
-                outs[i].append(vecs)
+                outs[i].append(vectors[row, :len(words)])
         return [np.concatenate(o) if o else np.zeros((0, self.dim), np.float32) for o in outs]
 
 

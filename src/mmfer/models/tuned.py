@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mmfer.errors import MmferError
-from mmfer.features.lexical import MAX_WORDS_PER_PASS, layer_choice, minilm_path
+from mmfer.features.lexical import layer_choice, minilm_path, pool_words, word_pieces
 
 
 def finetune_source(settings: dict, lexical_source: str | None = None) -> str:
@@ -69,9 +69,7 @@ class WordTransformer(nn.Module):
 
     def forward(self, batch: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.mean.device
-        pieces = [(i, list(words[k:k + MAX_WORDS_PER_PASS])) for i, words in enumerate(batch)
-                  for k in range(0, len(words), MAX_WORDS_PER_PASS)]
-        pieces = [(i, w) for i, w in pieces if w]
+        pieces = word_pieces(batch)
         lengths = torch.tensor([max(1, len(w)) for w in batch], dtype=torch.long)
         out = torch.zeros(len(batch), int(lengths.max()) if len(batch) else 1, self.dim, device=device)
         if not pieces:
@@ -82,15 +80,7 @@ class WordTransformer(nn.Module):
                                output_hidden_states=self.layer_idx is not None)
         hidden = res.last_hidden_state if self.layer_idx is None else torch.stack(
             [res.hidden_states[j] for j in self.layer_idx]).mean(dim=0)
-        # pooling matrix: word j of piece p = mean of the sub-word positions whose word id is j
-        n_words = max(len(w) for _, w in pieces)
-        pool = torch.zeros(len(pieces), n_words, hidden.shape[1], device=device)
-        for p in range(len(pieces)):
-            for pos, j in enumerate(enc.word_ids(p)):
-                if j is not None:
-                    pool[p, j, pos] = 1.0
-        pool = pool / pool.sum(dim=-1, keepdim=True).clamp(min=1.0)
-        words = torch.bmm(pool, hidden.float())  # [P, n_words, D]
+        words = pool_words(hidden.float(), enc, pieces)  # [P, n_words, D], as the stored vectors
         filled = [0] * len(batch)
         for p, (i, w) in enumerate(pieces):
             out[i, filled[i]:filled[i] + len(w)] = words[p, :len(w)]
