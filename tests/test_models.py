@@ -130,3 +130,18 @@ def test_auxiliary_heads_and_modality_dropout():
     assert not (lost_a & lost_t).any()  # never both
     assert abs(float((lost_a | lost_t).float().mean()) - 0.4) < 0.05 and abs(float(lost_a.float().mean()) - 0.2) < 0.04
     assert ((d["audio"] == 0) | (d["audio"] == 1)).all()
+
+
+def test_a_checkpoint_that_no_longer_fits_is_refused_in_one_line(tmp_path):
+    from mmfer import runs
+    from mmfer.errors import MmferError
+
+    dims, _, _ = _fused_inputs()
+    cfg = ModelConfig(hidden=6, fusion_dim=7)
+    runs.save_checkpoint(tmp_path / "m.pt", build_model("mmmf", dims, 4, cfg), cfg, list("abcd"), dims, {}, {})
+    assert runs.load_checkpoint(tmp_path / "m.pt")[1]["model"] == "mmmf"  # intact: loads
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    ckpt["state_dict"]["expert_scale"] = torch.ones(2)  # written by a model with a part this one lacks
+    torch.save(ckpt, tmp_path / "m.pt")
+    with pytest.raises(MmferError, match=r"does not fit this version's 'mmmf' model \(.*expert_scale.*\); retrain"):
+        runs.load_checkpoint(tmp_path / "m.pt")

@@ -100,8 +100,8 @@ def load_checkpoint(path: Path, lexical_source: str | None = None):
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:  # a model whose parts changed since this checkpoint was written
-        raise MmferError(f"{path}: the checkpoint does not fit this version's '{ckpt['model']}' model "
-                         f"({str(err).splitlines()[1].strip()[:120] if len(str(err).splitlines()) > 1 else err}); "
+        detail = (str(err).splitlines()[1:] or [str(err)])[0].strip()[:120]
+        raise MmferError(f"{path}: the checkpoint does not fit this version's '{ckpt['model']}' model ({detail}); "
                          "retrain it with this version") from None
     return model.eval(), ckpt
 
