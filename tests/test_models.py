@@ -132,6 +132,24 @@ def test_auxiliary_heads_and_modality_dropout():
     assert ((d["audio"] == 0) | (d["audio"] == 1)).all()
 
 
+def test_modality_dropout_is_the_fused_default_and_only_acts_while_training():
+    dims, x, n = _fused_inputs()
+    assert build_model("mmmf", dims, 4, ModelConfig()).modality_dropout == 0.5  # the default (benchmarks/options.py)
+    assert build_model("text", dims, 4, ModelConfig()).modality_dropout == 0.0  # one modality: nothing to drop
+    no_other = {"hidden": 6, "fusion_dim": 7, "dropout": 0.0, "input_dropout": 0.0, "vector_dropout": 0.0}
+
+    def outputs(p: float, train: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model("mmmf", dims, 4, ModelConfig(**no_other, modality_dropout=p)).train(train)
+        with torch.no_grad():
+            return [model(x, n)["logits"] for _ in range(8)]
+
+    assert all(torch.equal(o, outputs(0.5, False)[0]) for o in outputs(0.5, False))  # inference: never dropped
+    assert all(torch.equal(o, outputs(0.0, True)[0]) for o in outputs(0.0, True))  # off: training is deterministic
+    dropped = outputs(0.5, True)
+    assert any(not torch.equal(dropped[0], o) for o in dropped[1:])  # on: some utterances lose a modality
+
+
 def test_a_checkpoint_that_no_longer_fits_is_refused_in_one_line(tmp_path):
     from mmfer import runs
     from mmfer.errors import MmferError

@@ -79,8 +79,9 @@ class ModelConfig(_Strict):
                                 "reach the logits directly (learned scale); training starts from their sum")
     aux_weight: float = Field(0.0, ge=0, description="several modalities: weight of an auxiliary loss per modality "
                               "(a linear classifier on that modality's vector alone); 0 = off")
-    modality_dropout: float = Field(0.0, ge=0, lt=1, description="several modalities: while training, each "
-                                    "utterance loses one modality's vector (zeroed) with this probability")
+    modality_dropout: float = Field(0.5, ge=0, lt=1, description="several modalities: while training, each "
+                                    "utterance loses one modality's vector (zeroed) with this probability, so "
+                                    "the fusion cannot lean on one modality alone (ModDrop); 0 = off")
     vector_dim: int = Field(32, ge=1, description="low-rank projection of utterance-level vector streams")
     vector_dropout: float = Field(0.5, ge=0, lt=1, description="input dropout of utterance-level vector streams")
 
