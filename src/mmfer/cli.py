@@ -121,8 +121,8 @@ def prepare_cmd(
                                       "this machine, which writes them (when --out is not shared storage)."),
 ) -> None:
     """Extract the feature streams once (frame LLDs, functionals, per-word vectors) into a resumable store."""
+    from mmfer.api import prepare
     from mmfer.config import load_config
-    from mmfer.features.prepare import prepare
 
     given = {"acoustic": acoustic, "lexical": lexical, "workers": workers, "ssl_layers": layers, "ssl_pool": pool,
              "lexical_layers": lexical_layers,
@@ -135,8 +135,8 @@ def prepare_cmd(
         rec = recogniser(asr if asr != "none" else "auto", language=language)
         if rec is None:
             raise MmferError(INSTALL_HINT)
-    res = prepare(corpus_path, out, corpus=corpus, labels=labels, features=cfg.features, strict=strict,
-                  warn=lambda m: typer.echo(m, err=True), allow_outside=allow_outside, recogniser=rec,
+    res = prepare(corpus_path, out, reader=corpus, labels=labels, features=cfg.features, strict=strict,
+                  warn=lambda m: typer.echo(m, err=True), allow_outside=allow_outside, transcribe=rec,
                   language=language, ray=ray, ray_transfer=ray_transfer)
     for kind, n in res.extracted.items():
         typer.echo(f"{kind}: {n} utterances{' (already done, reused)' if kind in res.reused else ''}")
@@ -194,7 +194,10 @@ def cv_cmd(
         raise MmferError("--ray and --distributed do not combine: Ray runs folds side by side, torchrun runs one "
                          "fold on several processes; choose one")
     try:
-        summary = run_cv(store, model, cfg, out, echo=typer.echo, only=fold or None, ray=ray, distributed=distributed)
+        from mmfer.engine import executor_for
+
+        summary = run_cv(store, model, cfg, out, echo=typer.echo, only=fold or None,
+                         executor=executor_for(ray) if ray else None, distributed=distributed)
     finally:
         if distributed:
             from mmfer.training.distributed import stop
@@ -275,11 +278,12 @@ def predict_cmd(
         return
     batch = BatchPredictor(pred, rec if pred.needs_text else None, language=language, max_utterance=max_utterance)
     if ray:
-        from mmfer.cluster import predict_items
+        from mmfer.engine import executor_for
+        from mmfer.serve.batch import PredictorSpec, run_on
 
-        recipe = (str(pred.path), fold, lexical and str(lexical), acoustic and str(acoustic),
-                  asr if rec is not None else None, language, max_utterance)
-        rows = predict_items(ray, batch, recipe, items, out, echo=lambda m: typer.echo(m, err=True))
+        spec = PredictorSpec(str(pred.path), fold, lexical and str(lexical), acoustic and str(acoustic),
+                             asr if rec is not None else None, language, max_utterance)
+        rows = run_on(executor_for(ray), batch, spec, items, out, echo=lambda m: typer.echo(m, err=True))
     else:
         rows = batch.run(items, out, echo=lambda m: typer.echo(m, err=True))
     _print_rows(rows, pred.classes)

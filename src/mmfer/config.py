@@ -19,15 +19,23 @@ class _Strict(BaseModel):
 
 
 class FeatureConfig(_Strict):
-    streams: list[str] = Field(default_factory=lambda: ["acoustic", "functionals", "lexical"],
+    streams: list[str] = Field(default_factory=lambda: ["acoustic", "functionals", "pooled", "lexical"],
                                description="streams `prepare` extracts (see mmfer.streams), where the corpus "
                                            "has their modality")
-    acoustic: str = Field("compare", description="frame features: 'compare' (ComParE_2016 LLDs), 'egemaps' "
-                                                  "(eGeMAPSv02 LLDs) or 'hf:PATH' (a local self-supervised "
-                                                  "speech encoder folder: wav2vec 2.0, HuBERT, WavLM, "
-                                                  "data2vec-audio, Whisper)")
-    ssl_layers: str = Field("all", description="hf: encoders: hidden states kept: 'all' (the model learns a "
-                                               "weighted sum), '3,6,9', '6-9', or 'mean:6-9' (a fixed average)")
+    acoustic: str = Field("whisper", description="frame features: 'whisper' (the bundled Whisper-base encoder's "
+                                                  "hidden states), 'compare' (ComParE_2016 LLDs, the seed's "
+                                                  "method), 'egemaps' (eGeMAPSv02 LLDs), 'whisper:PATH' (a local "
+                                                  "CTranslate2 Whisper folder) or 'hf:PATH' (a local "
+                                                  "self-supervised speech encoder folder: wav2vec 2.0, HuBERT, "
+                                                  "WavLM, data2vec-audio, Whisper)")
+    ssl_layers: str = Field("all", description="speech encoders (whisper, hf:): hidden states kept: 'all' (the "
+                                               "model learns a weighted sum), '3,6,9', '6-9', or (hf: only) "
+                                               "'mean:6-9' (a fixed average)")
+    whisper_pad: float = Field(0.0, ge=0, le=30, description="Whisper encoder: shorter utterances are padded with "
+                               "silence to this many seconds before encoding (30 = Whisper's training window; 0 = "
+                               "the utterance's own length); only the speech's frames are kept")
+    pooled_layers: str = Field("all", description="Whisper encoder: hidden states whose frame mean and std make "
+                                                  "the 'pooled' utterance vector: 'all', 'last', '3,4' or '2-5'")
     ssl_pool: Literal["none", "mean"] = Field("none", description="hf: encoders: 'none' keeps the 20 ms frames; "
                                                                   "'mean' stores one vector per utterance")
     lexical: str = Field("minilm", description="'minilm', a local Hugging Face model folder (or 'hf:PATH'), or "
@@ -36,9 +44,12 @@ class FeatureConfig(_Strict):
                                                     "number, or 'mean:A-B' (average of layers A..B)")
     workers: int = Field(0, ge=0, description="processes for extraction; 0 = all cores")
     shard_size: int = Field(64, ge=1, description="utterances per resumable unit of work")
-    normalise: Literal["speaker", "corpus", "none"] = Field(
-        "speaker", description="acoustic normalisation: each speaker's own statistics (label-free, all of the "
-                               "speaker's utterances), the training part's, or none")
+    normalise: Literal["auto", "speaker", "corpus", "none"] = Field(
+        "auto", description="acoustic normalisation: 'speaker' (each speaker's own statistics, label-free, all of "
+                            "the speaker's utterances), 'corpus' (the training part's), 'none', or 'auto': per "
+                            "fold, the one of speaker/corpus whose closed-form experts score higher on the "
+                            "validation speakers (per-speaker statistics erase the emotion of a speaker who "
+                            "shows only one)")
     speaker_min_utterances: int = Field(10, ge=1, description="fewer utterances of a speaker: training "
                                                               "statistics are used instead")
     context_before: int = Field(3, ge=0, description="preceding utterances of the dialogue in the text context")
@@ -47,9 +58,11 @@ class FeatureConfig(_Strict):
     @field_validator("acoustic")
     @classmethod
     def _known_acoustic(cls, v: str) -> str:
-        if v in ("compare", "egemaps") or (v.startswith("hf:") and len(v) > 3):
+        prefixed = any(v.startswith(p) and len(v) > len(p) for p in ("hf:", "whisper:"))
+        if v in ("whisper", "compare", "egemaps") or prefixed:
             return v
-        raise ValueError(f"{v!r}: use 'compare', 'egemaps' or 'hf:PATH' (a local speech encoder folder)")
+        raise ValueError(f"{v!r}: use 'whisper', 'compare', 'egemaps', 'whisper:PATH' (a local CTranslate2 Whisper "
+                         "folder) or 'hf:PATH' (a local speech encoder folder)")
 
     @field_validator("streams")
     @classmethod

@@ -20,7 +20,7 @@ Batches are padded, never packed: packing makes the LSTM backward pass ~10x slow
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,15 +41,10 @@ class Normalizer:
     @classmethod
     def fit(cls, arrays: Iterable[np.ndarray]) -> Normalizer:
         """Streaming mean/variance over all frames (float64), without concatenating the corpus."""
-        n, s, ss = 0, 0.0, 0.0
+        stats = RunningStats()
         for a in arrays:
-            a = a.astype(np.float64)
-            n += len(a)
-            s = s + a.sum(axis=0)
-            ss = ss + (a * a).sum(axis=0)
-        mean = s / max(n, 1)
-        std = np.sqrt(np.maximum(ss / max(n, 1) - mean**2, 0.0))
-        return cls(mean.astype(np.float32), np.where(std < 1e-6, 1.0, std).astype(np.float32))
+            stats.add(a)
+        return stats.normalizer()
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
         z = (a - self.mean) / self.std
@@ -67,6 +62,24 @@ class Normalizer:
         return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d.get("clip"))
 
 
+class RunningStats:
+    """Per-dimension sums of frames added one array at a time: mean and std without holding the arrays."""
+
+    def __init__(self):
+        self.n, self.s, self.ss = 0, 0.0, 0.0
+
+    def add(self, a: np.ndarray) -> None:
+        a = a.astype(np.float64)
+        self.n += len(a)
+        self.s = self.s + a.sum(axis=0)
+        self.ss = self.ss + (a * a).sum(axis=0)
+
+    def normalizer(self, clip: float | None = None) -> Normalizer:
+        mean = self.s / max(self.n, 1)
+        std = np.sqrt(np.maximum(self.ss / max(self.n, 1) - mean**2, 0.0))
+        return Normalizer(np.asarray(mean, np.float32), np.where(std < 1e-6, 1.0, std).astype(np.float32), clip)
+
+
 SPEAKER_CLIP = 10.0
 
 
@@ -79,16 +92,6 @@ class StreamNorm:
 
     def for_speaker(self, speaker: str | None) -> Normalizer:
         return self.speakers.get(speaker, self.train) if speaker is not None else self.train
-
-
-def speaker_normalizers(arrays_by_speaker: dict[str, list[np.ndarray]], min_utterances: int) -> dict[str, Normalizer]:
-    """Per-speaker z-score statistics (clipped) for speakers with at least ``min_utterances`` utterances."""
-    out = {}
-    for spk, arrays in arrays_by_speaker.items():
-        if len(arrays) >= min_utterances:
-            n = Normalizer.fit(arrays)
-            out[spk] = Normalizer(n.mean, n.std, SPEAKER_CLIP)
-    return out
 
 
 def reduce_frames(a: np.ndarray, k: int) -> np.ndarray:
@@ -214,12 +217,13 @@ class UtteranceSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, share=None) -> Iterator[Batch]:
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
+                share: Callable[[list], list] | None = None) -> Iterator[Batch]:
         """Length-bucketed batches: utterances of similar length together, so padding stays small.
 
         With ``shuffle``, lengths get a little noise and the batch order is random (seeded), so batch
         composition varies from epoch to epoch while each batch stays homogeneous in length.
-        ``share`` (training.distributed.Group): only this process's share of the batches (DDP).
+        ``share``: picks this process's share of the list of batches (DDP: every n-th), or None for all.
         """
         rng = np.random.default_rng(seed)
         sizes = self.sizes.astype(np.float64)
@@ -230,9 +234,7 @@ class UtteranceSet:
         if shuffle:
             rng.shuffle(groups)
         if share is not None:
-            from mmfer.training.distributed import my_share
-
-            groups = my_share(groups, share)
+            groups = share(groups)
         for g in groups:
             yield self.collate(g)
 

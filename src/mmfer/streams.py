@@ -43,14 +43,19 @@ def register_stream(stream: Stream) -> Stream:
     return stream
 
 
-register_stream(Stream("acoustic", "audio", sequence=True, reducible=True, extractor="opensmile-lld",
+register_stream(Stream("acoustic", "audio", sequence=True, reducible=True, extractor="whisper",
                        attention_column="audio_attention", speaker_normalised=True,
-                       help="openSMILE low-level descriptors per frame (ComParE_2016 or eGeMAPSv02)"))
+                       help="acoustic frames: the Whisper-base encoder's hidden states every 20 ms (default), "
+                            "openSMILE low-level descriptors every 10 ms (ComParE_2016 or eGeMAPSv02), or a "
+                            "local speech encoder's"))
 register_stream(Stream("lexical", "text", sequence=True, extractor="transformer", attention_column="text_attention",
                        help="one vector per word from a transformer encoder (or static word vectors)"))
 register_stream(Stream("functionals", "audio", sequence=False, extractor="opensmile-functionals",
                        speaker_normalised=True, closed_form=True,
                        help="openSMILE utterance functionals (ComParE_2016 6,373 or eGeMAPSv02 88 values)"))
+register_stream(Stream("pooled", "audio", sequence=False, extractor="whisper", speaker_normalised=True,
+                       closed_form=True, help="mean and standard deviation of the Whisper encoder's frames over the "
+                                              "utterance, per layer (for closed-form linear scores)"))
 register_stream(Stream("sentence", "text", sequence=False, derived_from="lexical", closed_form=True,
                        help="the utterance's mean word vector (for the closed-form linear scores)"))
 register_stream(Stream("context", "text", sequence=False, derived_from="lexical",

@@ -66,12 +66,17 @@ class _OpenSmile:
 
 @register_extractor
 class AcousticExtractor(_OpenSmile):
-    """ComParE_2016 LLDs (65 per frame, default) or eGeMAPSv02 LLDs (25). Values reach ~7e6: float32."""
+    """ComParE_2016 LLDs (65 per frame; the seed's method) or eGeMAPSv02 LLDs (25). Values reach ~7e6:
+    float32."""
 
     family = "opensmile-lld"
     stream = "acoustic"
     level = "LowLevelDescriptors"
     hop_seconds = HOP_SECONDS
+
+    @staticmethod
+    def accepts(features) -> bool:
+        return features.acoustic in FEATURE_SETS
 
 
 @register_extractor

@@ -14,13 +14,19 @@ An extractor fills one stream (``mmfer.streams``). It has
   lists)`` -> one ``[words, dim]`` array each for word extractors.
 
 ``from_config(features)`` builds the extractor a ``features`` config section asks for.
+
+One *pass* of an extractor may fill several streams: an extractor with ``streams`` (e.g. the Whisper
+encoder: its frames and their utterance statistics) takes ``from_config(features, kind=...)``, gives
+``settings(kind)`` per stream, names the settings the pass itself depends on (``pass_keys``), and has
+``extract_streams(signal, kinds) -> {stream: array}``. :func:`passes` groups a model's or a config's
+audio streams by pass, so prepare, predict and serve compute each pass once per utterance
+(:func:`extract_audio`). Looking extractors up (``extractor_for``, ``extractor_from_settings``, passes)
+lives in ``features.extractors``, which loads the built-in ones; this module is only the contract.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Protocol
-
-from mmfer.errors import MmferError
 
 
 class Extractor(Protocol):
@@ -48,38 +54,6 @@ def register_extractor(cls: type) -> type:
         raise ValueError(f"extractor {cls.family!r} is registered twice")
     EXTRACTORS[cls.family] = cls
     return cls
-
-
-def _load_builtin() -> None:
-    # importing the modules registers their extractors; kept lazy so importing the registry is cheap
-    import mmfer.features.acoustic  # noqa: F401
-    import mmfer.features.lexical  # noqa: F401
-    import mmfer.features.ssl  # noqa: F401
-
-
-def extractor_class(family: str) -> type:
-    _load_builtin()
-    if family not in EXTRACTORS:
-        raise MmferError(f"unknown feature extractor {family!r}; known: {', '.join(EXTRACTORS)}")
-    return EXTRACTORS[family]
-
-
-def extractor_from_settings(settings: dict):
-    """Rebuild the extractor that wrote features with these settings (store meta or checkpoint)."""
-    return extractor_class(settings["extractor"]).from_settings(settings)
-
-
-def extractor_for(stream_name: str, features: Any):
-    """The extractor the ``features`` config section asks for, for one stream: a registered extractor of
-    that stream whose ``accepts(features)`` says so (e.g. ``hf:PATH`` for an SSL encoder), else the
-    stream's default."""
-    from mmfer.streams import stream
-
-    _load_builtin()
-    for cls in EXTRACTORS.values():
-        if cls.stream == stream_name and getattr(cls, "accepts", None) and cls.accepts(features):
-            return cls.from_config(features)
-    return extractor_class(stream(stream_name).extractor).from_config(features)
 
 
 def stacked_layers(settings: dict[str, dict]) -> dict[str, int]:

@@ -1,16 +1,17 @@
-"""`mmfer prepare`: corpus in, feature store out; parallel, resumable, atomic."""
+"""`mmfer prepare`: corpus in, feature store out; parallel, resumable, atomic.
+
+The work is cut into *shards* (``features.shard_size`` utterances) of one *pass*: one extractor over the
+shard's utterances, filling every stream that extractor computes in one go (the Whisper encoder's frames
+and their statistics). Shards are handed to an executor (``mmfer.engine``: this process, a local process
+pool, or Ray), written as files into each stream's folder as they finish, and merged at the end, so an
+interrupted prepare resumes at the next unfinished shard.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
-import json
-import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,10 @@ from tqdm import tqdm
 from mmfer.config import FeatureConfig
 from mmfer.corpora import Corpus, read_corpus
 from mmfer.corpora import save as save_corpus
+from mmfer.engine import Executor, Local
 from mmfer.errors import MmferError
-from mmfer.features.audio import AudioError
-from mmfer.features.base import extractor_for, extractor_from_settings
+from mmfer.features.audio import SAMPLE_RATE, AudioError, load_audio
+from mmfer.features.extractors import cached_extractor, extractor_for, pass_key, run_pass
 from mmfer.features.store import (
     STORE_VERSION,
     discard_finished,
@@ -38,6 +40,7 @@ from mmfer.io import read_json, write_json
 from mmfer.streams import stream
 
 WORDS_BATCH = 64
+HOLD_SECONDS = 600.0  # audio a batching encoder holds at a time (a shard is read in such slices)
 
 
 @dataclass
@@ -59,77 +62,52 @@ def corpus_digest(corpus: Corpus) -> str:
     return h.hexdigest()[:12]
 
 
-def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None, labels: str | None = None,
-            features: FeatureConfig | None = None, strict: bool = False, progress: bool = True,
-            warn=print, allow_outside: bool = False, recogniser=None, language: str | None = None,
-            ray: str | None = None, ray_transfer: bool = False, **overrides) -> PrepareResult:
-    """Extract every stream of ``features.streams`` whose modality the corpus has, one folder each.
-
-    ``overrides`` are ``features`` fields (``workers=2``, ``acoustic="egemaps"``, ...). ``recogniser``
-    (speech.asr): build the text streams from recognised instead of typed transcripts. ``ray``: run the
-    shards as Ray tasks on that cluster (mmfer.cluster); ``ray_transfer``: workers return the arrays
-    instead of writing shard files (when the store is not on storage every node sees).
-    """
-    features = FeatureConfig.model_validate({**(features or FeatureConfig()).model_dump(), **overrides})
-    out = Path(out).expanduser().resolve()
+def open_corpus(corpus_path: str | Path, corpus: str | None = None, labels: str | None = None,
+                allow_outside: bool = False, warn=print) -> Corpus:
+    """Read the corpus a store is made of; its problems are warned about, an empty one refused."""
     c = read_corpus(corpus_path, corpus, labels, allow_outside=allow_outside)
     for p in c.problems:
         warn(f"warning: {p}")
     if len(c.table) == 0:
         raise MmferError(f"{corpus_path}: no utterance left after the label policy and filters")
+    return c
+
+
+def prepare(corpus_path: str | Path, out: str | Path, corpus: str | None = None, labels: str | None = None,
+            features: FeatureConfig | None = None, strict: bool = False, progress: bool = True,
+            warn=print, allow_outside: bool = False, executor: Executor | None = None,
+            **overrides) -> PrepareResult:
+    """Extract every stream of ``features.streams`` whose modality the corpus has, one folder each.
+
+    ``overrides`` are ``features`` fields (``workers=2``, ``acoustic="egemaps"``, ...). ``executor``
+    (mmfer.engine): where the shards run; default a local pool of ``features.workers`` processes.
+    """
+    features = FeatureConfig.model_validate({**(features or FeatureConfig()).model_dump(), **overrides})
+    out = Path(out).expanduser().resolve()
+    c = open_corpus(corpus_path, corpus, labels, allow_outside, warn)
     out.mkdir(parents=True, exist_ok=True)
-    engine = Engine(features.workers or os.cpu_count() or 1, ray, ray_transfer)
     with store_lock(out):
-        return _prepare(out, c, features, strict, progress, recogniser, language, warn, engine)
+        return prepare_corpus(c, out, features, strict, progress, warn, executor)
 
 
-@dataclass
-class Engine:
-    """Where shards run: a local process pool of ``workers``, or Ray tasks on the cluster ``ray`` names."""
-
-    workers: int = 1
-    ray: str | None = None
-    ray_transfer: bool = False
-
-
-def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progress: bool, recogniser=None,
-             language: str | None = None, warn=print, engine: Engine | None = None) -> PrepareResult:
-    engine = engine or Engine(features.workers or os.cpu_count() or 1)
+def prepare_corpus(c: Corpus, out: Path, features: FeatureConfig, strict: bool = False, progress: bool = True,
+                   warn=print, executor: Executor | None = None,
+                   errors: list[tuple[str, str, str]] | None = None) -> PrepareResult:
+    """The store of an already read corpus; the caller holds the store's lock (features.store.store_lock).
+    ``errors``: (utt_id, stage, reason) of utterances an earlier corpus-side step lost (recognition)."""
+    executor = executor or Local(features.workers)
     remove_stale_temp(out)
-    asr_errors: list[tuple[str, str, str]] = []
-    if recogniser is not None:
-        from mmfer.speech.transcribe import transcribe_corpus
-
-        c.require(("audio",), "--transcribe")
-        c, asr_errors = transcribe_corpus(c, out, recogniser, language, progress)
     save_corpus(c, out / "corpus.parquet")
     digest = corpus_digest(c)
     ids = c.table["utt_id"].tolist()
-    result = PrepareResult(out)
-    result.errors += asr_errors
+    result = PrepareResult(out, errors=list(errors or []))
     folders: dict[str, str] = {}
-    # start/end name a segment of a long file only in manifests; IEMOCAP's are turn times in the dialog
-    nan = [float("nan")] * len(ids)
-    starts, ends = (c.table["start"], c.table["end"]) if c.name == "manifest" else (nan, nan)
-    audio = dict(zip(ids, zip(c.table["audio"], starts, ends)))
-    words = dict(zip(ids, c.table["words"]))
-    for name in features.streams:
-        if stream(name).derived_from or stream(name).modality not in c.modalities:
-            continue
-        ext = extractor_for(name, features)
-        settings = {**ext.settings(), "corpus": digest}
-        if getattr(ext, "bytes_per_second", None):
+    for ext, pass_streams in _passes(c, features, digest):
+        if ext.input == "audio" and getattr(ext, "bytes_per_second", None):
             warn_cost(ext, c, warn)
-        gpu = bool(getattr(ext, "wants_gpu", False))
-        if ext.input == "audio":
-            folders[name] = _run(out, settings, ids, features.shard_size, progress, result, _audio_task,
-                                 partial(_audio_args, settings, audio), engine, gpu)
-        elif engine.ray:  # a Ray worker rebuilds the encoder from its settings, once per worker process
-            folders[name] = _run(out, settings, ids, features.shard_size, progress, result, _words_settings_task,
-                                 partial(_words_args_settings, settings, words), engine, gpu)
-        else:
-            folders[name] = _run(out, settings, ids, features.shard_size, progress, result,
-                                 partial(_words_task, ext), partial(_words_args, words), Engine(1))
+        gpu = bool(getattr(ext, "wants_gpu", False)) and executor.has_gpus()
+        folders.update(_run(out, pass_streams, ids, _inputs(c, ext), features.shard_size, progress, result,
+                            executor, gpu))
     write_errors(out / "errors.csv", result.errors)
     write_json(out / "store.json", {"store_version": STORE_VERSION, "corpus": c.meta(), "corpus_digest": digest,
                                     "features": folders})
@@ -141,164 +119,157 @@ def _prepare(out: Path, c: Corpus, features: FeatureConfig, strict: bool, progre
     return result
 
 
+def _passes(c: Corpus, features: FeatureConfig, digest: str) -> list[tuple[object, list[tuple[str, dict]]]]:
+    """The streams to extract grouped by pass, in the config's order: (extractor, [(stream, settings)])."""
+    groups: dict[str, tuple[object, list[tuple[str, dict]]]] = {}
+    for name in features.streams:
+        if stream(name).derived_from or stream(name).modality not in c.modalities:
+            continue
+        ext = extractor_for(name, features)
+        settings = {**ext.settings(), "corpus": digest}
+        groups.setdefault(pass_key(settings), (ext, []))[1].append((name, settings))
+    return list(groups.values())
+
+
+def _inputs(c: Corpus, ext) -> dict:
+    """Per utterance what an extractor reads: (audio path, start, end), or the word list."""
+    ids = c.table["utt_id"].tolist()
+    if ext.input == "words":
+        return dict(zip(ids, (list(w) for w in c.table["words"])))
+    # start/end name a segment of a long file only in manifests; IEMOCAP's are turn times in the dialog
+    nan = [float("nan")] * len(ids)
+    starts, ends = (c.table["start"], c.table["end"]) if c.name == "manifest" else (nan, nan)
+    return dict(zip(ids, zip(c.table["audio"], starts, ends)))
+
+
 def warn_cost(ext, c: Corpus, warn) -> None:
     """Before a big extraction: how much disk it will take (frames × layers × dim × 2 bytes)."""
     import soundfile as sf
 
+    per = ext.bytes_per_second()
+    if not per:
+        return
     seconds = 0.0
     for a, s, e in zip(c.table["audio"], c.table["start"], c.table["end"]):
         try:
             seconds += (e - s) if np.isfinite(s) and np.isfinite(e) and e > s else sf.info(a).duration
         except (RuntimeError, sf.LibsndfileError):
             continue
-    per = ext.bytes_per_second()
-    if per:
-        warn(f"{ext.name}: {seconds / 3600:.2f} h of audio x {per * 3600 / 1e9:.2f} GB per hour "
-             f"({ext.settings().get('stored_layers', 1)} layer(s) x {ext.settings().get('layer_dim', ext.dim)} "
-             f"values x 2 bytes every {ext.hop_seconds * 1000:.0f} ms) = about {seconds * per / 1e9:.2f} GB in "
-             "the store; --layers mean:A-B or --pool mean take less")
+    settings = ext.settings()
+    warn(f"{ext.name}: {seconds / 3600:.2f} h of audio x {per * 3600 / 1e9:.2f} GB per hour "
+         f"({settings.get('stored_layers', 1)} layer(s) x {settings.get('layer_dim', ext.dim)} "
+         f"values x 2 bytes every {ext.hop_seconds * 1000:.0f} ms) = about {seconds * per / 1e9:.2f} GB in "
+         "the store; --layers takes less")
 
 
-def _run(out: Path, settings: dict, ids: list[str], shard_size: int, progress: bool, result: PrepareResult,
-         task: Callable, args: Callable[[list[str]], tuple], engine: Engine, gpu: bool = False) -> str:
-    """Extract one feature kind into its own folder, shard by shard, skipping finished shards.
-
-    ``task(*args(chunk))`` returns (arrays, errors) for one chunk; with several workers or Ray it runs in
-    other processes, so it must be a module-level function.
-    """
-    n_workers = engine.workers
-    name = feature_dir_name(settings)
-    folder = out / name
-    kind = settings["kind"]
-    if (folder / "meta.json").is_file() and not intact(folder):
-        discard_finished(folder)  # a damaged finished set (e.g. truncated data.npy): extract it again
-    if (folder / "meta.json").is_file():
-        result.reused.append(kind)
-        result.extracted[kind] = read_json(folder / "meta.json")["utterances"]
-        result.errors += _read_errors(folder / "errors.csv")
-        return name
+def _run(out: Path, streams: list[tuple[str, dict]], ids: list[str], inputs: dict, shard_size: int,
+         progress: bool, result: PrepareResult, executor: Executor, gpu: bool) -> dict[str, str]:
+    """One pass into its streams' folders, shard by shard, skipping finished streams and shards."""
+    folders, todo_streams = {}, []
+    for kind, settings in streams:
+        folder = out / feature_dir_name(settings)
+        folders[kind] = folder.name
+        if (folder / "meta.json").is_file() and not intact(folder):
+            discard_finished(folder)  # a damaged finished set (e.g. truncated data.npy): extract it again
+        if (folder / "meta.json").is_file():
+            result.reused.append(kind)
+            result.extracted[kind] = read_json(folder / "meta.json")["utterances"]
+            result.errors += _read_errors(folder / "errors.csv")
+        else:
+            todo_streams.append((kind, settings, folder))
+    if not todo_streams:
+        return folders
     chunks = [ids[i:i + shard_size] for i in range(0, len(ids), shard_size)]
-    todo = [k for k in range(len(chunks)) if not shard_path(folder, k).is_file()]
-    done_utts = sum(len(chunks[k]) for k in range(len(chunks)) if k not in set(todo))
-    bar = tqdm(total=len(ids), initial=done_utts, desc=f"{kind} ({settings['name']})", unit="utt",
+    todo = [k for k in range(len(chunks)) if not all(shard_path(f, k).is_file() for *_, f in todo_streams)]
+    settings = {kind: s for kind, s, _ in todo_streams}
+    first = next(iter(settings.values()))
+    done_utts = len(ids) - sum(len(chunks[k]) for k in todo)
+    bar = tqdm(total=len(ids), initial=done_utts, desc=f"{'+'.join(settings)} ({first['name']})", unit="utt",
                disable=not progress)
-    dtype = settings["dtype"]
-    if engine.ray and todo:
-        from mmfer.cluster import run_shards
-
-        folder.joinpath("parts").mkdir(parents=True, exist_ok=True)
-        for k in run_shards(engine.ray, folder, chunks, todo, task, args, dtype, engine.ray_transfer, gpu):
-            bar.update(len(chunks[k]))
-    elif n_workers > 1 and len(todo) > 1:
-        procs = min(n_workers, len(todo))
-        with ProcessPoolExecutor(procs, initializer=init_worker, initargs=(procs,)) as pool:
-            futures = {pool.submit(task, *args(chunks[k])): k for k in todo}
-            for fut in as_completed(futures):
-                k = futures[fut]
-                arrays, errors = fut.result()
-                write_shard(shard_path(folder, k), chunks[k], arrays, errors, dtype)
-                bar.update(len(chunks[k]))
-    else:
-        for k in todo:
-            arrays, errors = task(*args(chunks[k]))
-            write_shard(shard_path(folder, k), chunks[k], arrays, errors, dtype)
-            bar.update(len(chunks[k]))
+    for *_, f in todo_streams:
+        f.joinpath("parts").mkdir(parents=True, exist_ok=True)
+    write_here = executor.shared_storage
+    jobs = [(settings, chunks[k], [inputs[u] for u in chunks[k]],
+             {kind: str(shard_path(f, k)) for kind, _, f in todo_streams} if write_here else None) for k in todo]
+    for i, got in executor.map(extract_shard, jobs, cpus=1, gpus=1 if gpu else 0):
+        k = todo[i]
+        if got is not None:  # the worker sent the arrays back: this process writes the shard files
+            arrays, errors = got
+            for kind, _, f in todo_streams:
+                write_shard(shard_path(f, k), chunks[k], arrays[kind], errors, settings[kind]["dtype"])
+        for *_, f in todo_streams:
+            if not shard_path(f, k).is_file():
+                raise MmferError(f"{shard_path(f, k)}: a worker wrote this shard where this machine cannot see it; "
+                                 "put the store on storage every node sees, or pass --ray-transfer")
+        bar.update(len(chunks[k]))
     bar.close()
-    meta = finalize(folder, len(chunks), settings)
-    result.extracted[kind] = meta["utterances"]
-    result.errors += _read_errors(folder / "errors.csv")
-    return name
+    for kind, s, f in todo_streams:
+        meta = finalize(f, len(chunks), s)
+        result.extracted[kind] = meta["utterances"]
+        result.errors += _read_errors(f / "errors.csv")
+    return folders
 
 
-_EXTRACTORS: dict[str, object] = {}
+def extract_shard(settings: dict[str, dict], ids: list[str], inputs: list, paths: dict[str, str] | None):
+    """One shard of one pass (any process): the extractor is rebuilt from its settings once per process.
+    With ``paths`` the shard files are written here and nothing is returned; else ({stream: arrays},
+    errors) go back to the caller."""
+    ext = cached_extractor(next(iter(settings.values())))
+    kinds = list(settings)
+    if ext.input == "words":
+        arrays, errors = {kinds[0]: _words(ext, inputs)}, {}
+    else:
+        arrays, errors = _audio(ext, kinds, ids, inputs)
+    if paths is None:
+        return arrays, errors
+    for kind in kinds:
+        write_shard(Path(paths[kind]), ids, arrays[kind], errors, settings[kind]["dtype"])
+    return None
 
 
-def init_worker(processes: int) -> None:
-    """Each worker process: ends with its parent, and shares the cores with the other workers (torch, used
-    by SSL encoders, would otherwise start one thread per core in every worker)."""
-    _die_with_parent()
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(processes, 1)))
-
-
-def _die_with_parent() -> None:
-    """Worker processes end when prepare is killed (Linux: the parent-death signal)."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _audio_args(settings: dict, audio: dict[str, str], chunk: list[str]) -> tuple:
-    return settings, chunk, [audio[u] for u in chunk]
-
-
-def _words_args(words: dict, chunk: list[str]) -> tuple:
-    return chunk, [list(words[u]) for u in chunk]
-
-
-def cached_extractor(settings: dict):
-    """The extractor these settings name, built once per (worker) process."""
-    key = json.dumps(settings, sort_keys=True)
-    return _EXTRACTORS.get(key) or _EXTRACTORS.setdefault(key, extractor_from_settings(settings))
-
-
-def _audio_task(settings: dict, ids: list[str], paths: list[tuple[str, float, float]]):
-    """One chunk of an audio extractor; rebuilt from its settings once per (worker) process."""
-    ext = cached_extractor(settings)
-    if hasattr(ext, "extract_many"):
-        return _batched_audio_task(ext, ids, paths)
-    arrays: list[np.ndarray | None] = []
+def _audio(ext, kinds: list[str], ids: list[str], paths: list[tuple[str, float, float]]):
+    """({stream: array or None per utterance}, {utt_id: reason}) of one shard. An extractor that batches
+    (an SSL or Whisper encoder) gets up to HOLD_SECONDS of the shard's audio at a time, encoded together;
+    any other one utterance at a time."""
     errors: dict[str, str] = {}
-    for u, p in zip(ids, paths):
-        try:
-            a = ext(*p)
-            if len(a) == 0:
-                raise AudioError("no frames extracted")
-            arrays.append(a)
-        except AudioError as err:
-            arrays.append(None)
-            errors[u] = err.reason
-    return arrays, errors
+    done: dict[str, dict[str, np.ndarray]] = {}
+    held: dict[str, np.ndarray] = {}
 
+    def encode_held() -> None:
+        many = (ext.extract_many(list(held.values()), tuple(kinds)) if hasattr(ext, "extract_streams")
+                else [{kinds[0]: a} for a in ext.extract_many(list(held.values()))])
+        done.update(zip(held, many))
+        held.clear()
 
-def _batched_audio_task(ext, ids: list[str], paths: list[tuple[str, float, float]]):
-    """An extractor that batches (an SSL encoder): the chunk's audio is read first, then encoded together."""
-    from mmfer.features.audio import load_audio
-
-    signals, errors = {}, {}
     for u, (path, start, end) in zip(ids, paths):
         try:
-            signals[u] = load_audio(path, start=start, end=end)
+            x = load_audio(path, start=start, end=end)
+            if not hasattr(ext, "extract_many"):
+                done[u] = run_pass(ext, kinds, x, SAMPLE_RATE)
+                continue
         except AudioError as err:
             errors[u] = err.reason
-    done = dict(zip(signals, ext.extract_many(list(signals.values()))))
-    for u, a in done.items():
-        if len(a) == 0:
+            continue
+        if held and sum(map(len, held.values())) + len(x) > HOLD_SECONDS * SAMPLE_RATE:
+            encode_held()
+        held[u] = x
+    if held:
+        encode_held()
+    for u, got in done.items():
+        if any(len(a) == 0 for a in got.values()):
             errors[u] = "no frames extracted"
-    return [done.get(u) if u not in errors else None for u in ids], errors
+    return {k: [done[u][k] if u in done and u not in errors else None for u in ids] for k in kinds}, errors
 
 
-def _words_args_settings(settings: dict, words: dict, chunk: list[str]) -> tuple:
-    return settings, chunk, [list(words[u]) for u in chunk]
-
-
-def _words_settings_task(settings: dict, ids: list[str], words: list[list[str]]):
-    """One chunk of a word encoder rebuilt from its settings once per (Ray worker) process."""
-    return _words_task(cached_extractor(settings), ids, words)
-
-
-def _words_task(enc, ids: list[str], words: list[list[str]]):
+def _words(enc, words: list[list[str]]) -> list[np.ndarray]:
     """Encode in batches of similar length (less padding), results back in the shard's order."""
-    order = sorted(range(len(ids)), key=lambda i: len(words[i]))
-    arrays: list[np.ndarray | None] = [None] * len(ids)
+    order = sorted(range(len(words)), key=lambda i: len(words[i]))
+    arrays: list[np.ndarray | None] = [None] * len(words)
     for k in range(0, len(order), WORDS_BATCH):
         chunk = order[k:k + WORDS_BATCH]
         for i, vecs in zip(chunk, enc.encode([words[i] for i in chunk])):
             arrays[i] = vecs
-    return arrays, {}
+    return arrays  # type: ignore[return-value]
 
 
 def _read_errors(path: Path) -> list[tuple[str, str, str]]:
@@ -306,3 +277,4 @@ def _read_errors(path: Path) -> list[tuple[str, str, str]]:
         return []
     with path.open(newline="") as fh:
         return [(r["utt_id"], r["stage"], r["reason"]) for r in csv.DictReader(fh)]
+

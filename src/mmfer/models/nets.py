@@ -149,14 +149,16 @@ class EmotionModel(nn.Module):
         return {k: e for k, e in self.encoders.items() if getattr(e, "prefit", False)}
 
     @torch.no_grad()
-    def start_from_prefit(self) -> None:
+    def start_from_prefit(self, weights: dict[str, float] | None = None) -> None:
         """Start as the prefitted linear models alone; the network learns what to add to them.
 
-        One modality: the experts' scores pass through the classifier unchanged and the other parts of
-        the vector get zero weight. Several: the fusion head's classifier starts at zero, so the logits
-        are the sum of the experts' scores (a product of experts: the closed-form models of each modality
-        fused), which the fusion head then corrects. Either way the start is itself a candidate that the
-        validation part judges ("epoch 0")."""
+        One modality: the experts' scores pass through the classifier, each scaled by its weight
+        (``weights``, chosen on validation; default 1), and the other parts of the vector get zero weight.
+        Several (with ``stack_experts``): the fusion head's classifier starts at zero, so the logits are the
+        sum of the experts' scores (a product of experts: the closed-form models of each modality fused),
+        which the fusion head then corrects. Either way the start is itself a candidate that the validation
+        part judges ("epoch 0")."""
+        weights = weights or {}
         head = self.head
         if self.expert_scale is not None:
             classifiers = [head.classifier] if hasattr(head, "classifier") else list(head.heads.values())
@@ -173,7 +175,7 @@ class EmotionModel(nn.Module):
         for k in kinds:
             width = self.encoders[k].output_dim
             if k in self.prefit_encoders():
-                head.classifier.weight[:, col:col + width] = torch.eye(width)
+                head.classifier.weight[:, col:col + width] = weights.get(k, 1.0) * torch.eye(width)
             col += width
 
     def forward(self, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor],

@@ -61,22 +61,27 @@ def help_text() -> str:
     return "; ".join(f"{s.name}: {s.help}" for s in MODELS.values()) + "."
 
 
-register_model("audio", ("acoustic", "functionals"), None,
-               "frame focus (BLSTM + attention over LLD frames) joined with the functionals' closed-form class scores",
+register_model("audio", ("acoustic", "functionals", "pooled"), None,
+               "frame focus (BLSTM + attention over the acoustic frames) joined with the closed-form class scores "
+               "of the openSMILE functionals and of the pooled encoder statistics, weighed on validation",
                preference=40)
 register_model("text", ("lexical", "sentence", "context"), None,
                "word focus (BLSTM + attention over the words) joined with the utterance vector's closed-form scores "
                "and the preceding utterances' context vector", preference=45)
-FUSED = ("acoustic", "functionals", "lexical", "sentence", "context")
+FUSED = ("acoustic", "functionals", "pooled", "lexical", "sentence", "context")
 register_model("mmmf", FUSED, "gmu", "audio and text encoders fused by a Gated Multimodal Unit", preference=10)
 register_model("concat", FUSED, "concat", "fusion baseline: concatenation", preference=20)
 register_model("late", FUSED, "late",
                "fusion baseline: averaged logits", preference=30)
-register_model("audio-frames", ("acoustic",), None, "ablation: LLD frames only (BLSTM + attention)", preference=42)
+register_model("audio-frames", ("acoustic",), None, "ablation: the acoustic frames only (BLSTM + attention)",
+               preference=42)
 register_model("text-words", ("lexical",), None, "ablation: the utterance's words only, no context", preference=47)
 register_model("audio-svm", ("functionals",), None,
                "baseline: speaker-normalised functionals + linear classifier (C chosen on validation speakers)",
                family="linear", preference=60)
+register_model("audio-whisper-linear", ("pooled",), None,
+               "baseline: the Whisper encoder's pooled frame statistics + linear classifier (C chosen on validation "
+               "speakers)", family="linear", preference=62)
 register_model("text-tfidf", ("ngrams",), None,
                "baseline: TF-IDF word 1-2-grams + logistic regression (C chosen on validation speakers)",
                family="linear", preference=65)

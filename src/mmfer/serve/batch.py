@@ -19,7 +19,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,13 +141,13 @@ READ_AHEAD_MIN = 8  # fewer inputs than this: the workers' start would cost more
 def _audio_features(settings: dict[str, dict], item: Item, max_utterance: float):
     """In a read-ahead worker: (unit, {stream: raw features}) of a short input, or None (long recording,
     unreadable: the main process meets it again and reports it)."""
-    from mmfer.features.prepare import cached_extractor
+    from mmfer.features.extractors import extract_audio
 
     try:
         if not _short(item, max_utterance):
             return None
         (unit,) = units_of(item, max_utterance, 1.0, 15.0)
-        return unit, {k: cached_extractor(s).extract(unit.signal, SAMPLE_RATE) for k, s in settings.items()}
+        return unit, extract_audio(unit.signal, SAMPLE_RATE, settings)
     except Exception:  # noqa: BLE001
         return None
 
@@ -159,18 +159,19 @@ class ReadAhead:
 
     def __init__(self, batch: BatchPredictor, items: list[Item]):
         self.batch, self.items = batch, items
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool = None
+        self._pool = None
         self.futures: dict[int, Future] = {}
         self.settings: dict[str, dict] = {}
 
     def __enter__(self) -> ReadAhead:
         if (self.batch.read_ahead and self.batch.pred.needs_audio and len(self.items) >= READ_AHEAD_MIN
                 and (os.cpu_count() or 1) > 1):
-            from mmfer.features.prepare import init_worker
+            from mmfer.engine import Local
 
             self.settings = self.batch.pred.audio_settings()
-            procs = min(2, os.cpu_count() or 1)
-            self.pool = ProcessPoolExecutor(procs, initializer=init_worker, initargs=(procs,))
+            self._pool = Local.pool(min(2, os.cpu_count() or 1))
+            self.pool = self._pool.__enter__()
         return self
 
     def get(self, k: int):
@@ -187,8 +188,8 @@ class ReadAhead:
             return None
 
     def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.__exit__(*exc)
 
 
 def _short(item: Item, max_utterance: float) -> bool:
@@ -447,3 +448,82 @@ class BatchPredictor:
             return rows
         journal.finish()
         return journal.rows
+
+
+# ---------------------------------------------------------------- on an executor (Ray)
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """What another process needs to build the same BatchPredictor: the model folder and fold, the encoder
+    folders the user named, recognition (``asr`` None: off) and segmentation."""
+
+    model_dir: str
+    fold: int | None = None
+    lexical: str | None = None
+    acoustic: str | None = None
+    asr: str | None = None
+    language: str | None = None
+    max_utterance: float = MAX_UTTERANCE
+
+    def build(self) -> BatchPredictor:
+        from mmfer.serve.predictor import Predictor
+        from mmfer.speech.asr import recogniser
+
+        pred = Predictor(Path(self.model_dir), fold=self.fold, lexical=self.lexical, acoustic=self.acoustic)
+        rec = recogniser(self.asr, language=self.language) if self.asr and pred.needs_text else None
+        return BatchPredictor(pred, rec, language=self.language, max_utterance=self.max_utterance, read_ahead=False)
+
+
+_BUILT: dict[PredictorSpec, BatchPredictor] = {}
+
+
+def predict_group(spec: PredictorSpec, items: list[Item], stats: dict) -> list[dict]:
+    """An executor's unit of work: the rows of a group of inputs, by a BatchPredictor built once per process."""
+    if spec not in _BUILT:
+        _BUILT[spec] = spec.build()
+    return _BUILT[spec].run(items, None, progress=False, stats=stats)
+
+
+def groups_of(items: list[Item]) -> list[list[int]]:
+    """Input positions grouped so that a conversation (manifest ``dialogue``) stays in one group, in order."""
+    groups: list[list[int]] = []
+    where: dict[str, int] = {}
+    for i, it in enumerate(items):
+        if it.dialogue:
+            if it.dialogue not in where:
+                where[it.dialogue] = len(groups)
+                groups.append([])
+            groups[where[it.dialogue]].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def run_on(executor, batch: BatchPredictor, spec: PredictorSpec, items: list[Item], out: Path | None,
+           echo: Callable[[str], None] = print, progress: bool = True) -> list[dict]:
+    """BatchPredictor.run with groups of inputs as units of work on ``executor``: the same rows (journalled,
+    resumable), in input order. Speaker statistics are computed here, once, for every group."""
+    from tqdm import tqdm
+
+    journal, todo = resume(items, out, echo)
+    stats = batch.speaker_stats(todo)
+    size = max(1, min(64, -(-len(todo) // (4 * executor.cpus()))))
+    chunks: list[list[int]] = []
+    for g in groups_of(todo):
+        if not chunks or len(chunks[-1]) >= size:
+            chunks.append([])
+        chunks[-1].extend(g)
+    rows: list[dict] = []
+    bar = tqdm(total=len(todo), desc="predict", unit="file", disable=not progress)
+    for i, got in executor.map(predict_group, [(spec, [todo[j] for j in c], stats) for c in chunks]):
+        if journal is not None:
+            journal.add(got)
+        rows += got
+        bar.update(len(chunks[i]))
+    bar.close()
+    order = {it.key: i for i, it in enumerate(items)}
+    if journal is None:
+        return sorted(rows, key=lambda r: order.get(r["key"], len(order)))
+    journal.rows.sort(key=lambda r: order.get(r["key"], len(order)))
+    journal.finish()
+    return journal.rows

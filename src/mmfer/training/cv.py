@@ -15,9 +15,10 @@ from mmfer.training.metrics import mean_std
 
 
 def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path, progress: bool = True,
-           echo=print, only: list[str] | None = None, ray: str | None = None, distributed: bool = False) -> dict:
-    """Every fold of the protocol (``only``: those named), sequentially, as Ray tasks (``ray``: a cluster
-    address, ``auto`` or ``local``), or each by all processes of a torchrun group (``distributed``)."""
+           echo=print, only: list[str] | None = None, executor=None, distributed: bool = False) -> dict:
+    """Every fold of the protocol (``only``: those named): one after the other in this process, side by side
+    on an ``executor`` (mmfer.engine; e.g. Ray tasks), or each by all processes of a torchrun group
+    (``distributed``)."""
     group = None
     if distributed:
         from mmfer.training import distributed as dist
@@ -49,10 +50,8 @@ def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path
             raise MmferError(f"--fold {', '.join(unknown)}: no such fold; this protocol's folds are "
                              f"{', '.join(f.name for f in folds)}")
         folds = [f for f in folds if f.name in only]
-    if ray:
-        from mmfer.cluster import cv_folds
-
-        fold_metrics = cv_folds(ray, store.path, folds, model, cfg, classes, out, echo)
+    if executor is not None:
+        fold_metrics = _folds_on(executor, store.path, folds, model, cfg, classes, out, echo)
     else:
         fold_metrics = [_fold(store, fold, model, cfg, classes, out, progress, echo, group) for fold in folds]
     summary = summarize(model, classes, fold_metrics, protocol)
@@ -64,14 +63,15 @@ def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path
 def _fold(store: FeatureStore, fold, model: str, cfg: MmferConfig, classes: list[str], out: Path, progress: bool,
           echo, group=None) -> dict:
     """One fold: its metrics from an earlier run, else trained now (by every process of a DDP group)."""
-    from mmfer.training.trainer import train_fold  # torch import only when training
+    from mmfer.training.fold import trainer_of  # torch import only when training
 
     m = runs.fold_done(out, fold.index)
     if m is not None:
         echo(f"{model} fold {fold.name}: done earlier (UA {m['ua']:.3f}), skipped")
         return m
-    if group is None or group.leader or get_model(model).family != "linear":  # a linear fit needs one process
-        train_fold(store, fold, model, cfg, classes, out, progress)
+    trainer = trainer_of(model)
+    if group is None or group.leader or trainer.distributed:
+        trainer.train(store, fold, model, cfg, classes, out, progress)
     if group is not None:
         from mmfer.training.distributed import barrier
 
@@ -80,6 +80,41 @@ def _fold(store: FeatureStore, fold, model: str, cfg: MmferConfig, classes: list
     echo(f"{model} fold {fold.name}: WA {m['wa']:.3f}  UA {m['ua']:.3f}  F1 {m['f1']:.3f}  "
          f"(best epoch {m['best_epoch']})")
     return m
+
+
+def fold_job(store_path: str, fold, model: str, cfg: MmferConfig, classes: list[str], out: str) -> dict:
+    """One fold in any process (an executor's unit of work): trains it and writes its folder."""
+    from mmfer.training.fold import train_fold
+
+    return train_fold(FeatureStore(store_path), fold, model, cfg, classes, Path(out), progress=False).metrics
+
+
+def _folds_on(executor, store_path: Path, folds: list, model: str, cfg: MmferConfig, classes: list[str], out: Path,
+              echo=print) -> list[dict]:
+    """Every fold's metrics, in fold order; unfinished folds trained side by side on the executor
+    (``train.threads`` CPUs each, a GPU each when it has them); finished ones skipped."""
+    threads = cfg.train.threads or 1
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": threads})})
+    gpus = 1 if cfg.train.device != "cpu" and executor.has_gpus() else 0
+    metrics: dict[int, dict] = {}
+    todo = []
+    for fold in folds:
+        m = runs.fold_done(out, fold.index)
+        if m is not None:
+            echo(f"{model} fold {fold.name}: done earlier (UA {m['ua']:.3f}), skipped")
+            metrics[fold.index] = m
+        else:
+            todo.append(fold)
+    if todo:
+        echo(f"{model}: {len(todo)} fold(s) submitted ({threads} CPU{'s' if threads > 1 else ''}"
+             f"{' and a GPU' if gpus else ''} each)")
+    jobs = [(str(store_path), fold, model, cfg, classes, str(out)) for fold in todo]
+    for i, m in executor.map(fold_job, jobs, cpus=threads, gpus=gpus):
+        fold = todo[i]
+        echo(f"{model} fold {fold.name}: WA {m['wa']:.3f}  UA {m['ua']:.3f}  F1 {m['f1']:.3f}  "
+             f"(best epoch {m['best_epoch']})")
+        metrics[fold.index] = m
+    return [metrics[f.index] for f in folds]
 
 
 def summarize(model: str, classes: list[str], fold_metrics: list[dict], protocol: str = "") -> dict:

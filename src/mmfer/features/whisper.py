@@ -1,0 +1,398 @@
+"""The bundled Whisper-base encoder as the acoustic representation: every hidden layer, every 20 ms.
+
+Whisper-base ships with mmfer for recognition, as CTranslate2's ``model.bin``; CTranslate2's own
+``encode`` returns only the last layer. So the encoder's named float16 tensors are read straight from
+``model.bin`` (the layout CTranslate2's writer uses: ``ctranslate2/specs/model_spec.py``, ``_serialize``)
+into a ``transformers`` ``WhisperEncoder``, once, and cached as safetensors beside the joined recogniser
+(``mmfer.weights``). Then all seven hidden states (the embedding and the six layers) are at hand: the
+model learns a softmax layer mix over them (``models.nets.LayerMix``), and the GPU path comes with torch.
+
+One pass fills two streams:
+
+* ``acoustic``: the frames, [frames, layers × 512] (float16 in the store), 20 ms hop;
+* ``pooled``: the mean and the standard deviation of the frames over the utterance, one vector, for a
+  closed-form linear expert (like the openSMILE functionals).
+
+Whisper was trained on 30 s windows. ``pad_seconds`` says how much of that window an utterance sees:
+shorter utterances are padded with silence to that length before the log-mel (30 = as Whisper was
+trained; 0 = the utterance's own length, positional embeddings sliced), and only the frames of the
+speech are kept. Padding costs compute in proportion and changes the representation (measured in
+``benchmarks/whisper.py``). Longer than 30 s goes in 30 s windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import struct
+import tempfile
+import threading
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from mmfer.errors import MmferError
+from mmfer.features.audio import SAMPLE_RATE, load_audio
+from mmfer.features.base import register_extractor
+from mmfer.weights import MODEL_BIN_SHA256, WEIGHTS_HINT, WHISPER, bundled_whisper_dir, cache_dir
+
+HOP_SECONDS = 0.02  # one encoder frame per 2 mel frames of 10 ms
+WINDOW_SECONDS = 30.0  # Whisper's training window (1,500 encoder frames)
+BATCH_SECONDS = 240.0  # padded audio per batched encoder call
+CONVERTED = "encoder-safetensors-1"  # the cache subfolder's name: bump when the conversion changes
+
+# CTranslate2's variable type ids (model_spec._dtype_to_type_id)
+CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+
+def read_ctranslate2(path: Path, prefix: str = "encoder/") -> dict[str, np.ndarray]:
+    """The named variables of a CTranslate2 ``model.bin`` whose names start with ``prefix``. Every size is
+    checked against the file before it is read, so a damaged file is refused, never over-read."""
+    size = path.stat().st_size
+    out: dict[str, np.ndarray] = {}
+    with path.open("rb") as fh:
+        def unpack(fmt: str):
+            raw = fh.read(struct.calcsize(fmt))
+            if len(raw) != struct.calcsize(fmt):
+                raise MmferError(f"{path}: truncated CTranslate2 model ({WEIGHTS_HINT})")
+            return struct.unpack(fmt, raw)[0]
+
+        def string() -> str:
+            n = unpack("H")
+            return fh.read(n)[:-1].decode("utf-8", "replace")
+
+        version = unpack("I")
+        if not 1 <= version <= 10:
+            raise MmferError(f"{path}: not a CTranslate2 model.bin (binary version {version})")
+        spec = string()
+        if "Whisper" not in spec:
+            raise MmferError(f"{path}: a {spec!r} model, not Whisper")
+        unpack("I")  # the spec's revision
+        for _ in range(unpack("I")):
+            name = string()
+            shape = [unpack("I") for _ in range(unpack("B"))]
+            dtype = CT2_DTYPES.get(unpack("B"))
+            nbytes = unpack("I")
+            if dtype is None or fh.tell() + nbytes > size or nbytes != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+                raise MmferError(f"{path}: damaged variable {name!r} in the CTranslate2 model ({WEIGHTS_HINT})")
+            if name.startswith(prefix):
+                out[name[len(prefix):]] = np.frombuffer(fh.read(nbytes), dtype).reshape(shape)
+            else:
+                fh.seek(nbytes, os.SEEK_CUR)
+    return out
+
+
+def encoder_state(v: dict[str, np.ndarray]):
+    """CTranslate2's encoder variables -> (transformers WhisperConfig, WhisperEncoder state dict). The
+    attention's fused query/key/value projection is split again (Whisper's key projection has no bias)."""
+    import torch
+    from transformers import WhisperConfig
+
+    layers = sorted({int(k.split("/")[0][6:]) for k in v if k.split("/")[0][6:].isdigit()})
+    if not layers or "position_encodings/encodings" not in v:
+        raise MmferError(f"not a Whisper encoder: no layers or positions in the model ({WEIGHTS_HINT})")
+    config = WhisperConfig(d_model=int(v["layer_norm/gamma"].shape[0]), encoder_layers=len(layers),
+                           encoder_attention_heads=int(v["num_heads"]),
+                           encoder_ffn_dim=int(v["layer_0/ffn/linear_0/weight"].shape[0]),
+                           num_mel_bins=int(v["conv1/weight"].shape[1]),
+                           max_source_positions=int(v["position_encodings/encodings"].shape[0]))
+
+    def t(name: str):
+        return torch.from_numpy(np.array(v[name], np.float16))  # a copy: the buffer is read-only
+
+    sd = {"conv1.weight": t("conv1/weight"), "conv1.bias": t("conv1/bias"), "conv2.weight": t("conv2/weight"),
+          "conv2.bias": t("conv2/bias"), "embed_positions.weight": t("position_encodings/encodings"),
+          "layer_norm.weight": t("layer_norm/gamma"), "layer_norm.bias": t("layer_norm/beta")}
+    for i in layers:
+        p, q = f"layer_{i}/", f"layers.{i}."
+        qw, kw, vw = torch.chunk(t(p + "self_attention/linear_0/weight"), 3)
+        qb, _, vb = torch.chunk(t(p + "self_attention/linear_0/bias"), 3)
+        sd.update({q + "self_attn.q_proj.weight": qw, q + "self_attn.q_proj.bias": qb,
+                   q + "self_attn.k_proj.weight": kw,
+                   q + "self_attn.v_proj.weight": vw, q + "self_attn.v_proj.bias": vb,
+                   q + "self_attn.out_proj.weight": t(p + "self_attention/linear_1/weight"),
+                   q + "self_attn.out_proj.bias": t(p + "self_attention/linear_1/bias"),
+                   q + "self_attn_layer_norm.weight": t(p + "self_attention/layer_norm/gamma"),
+                   q + "self_attn_layer_norm.bias": t(p + "self_attention/layer_norm/beta"),
+                   q + "final_layer_norm.weight": t(p + "ffn/layer_norm/gamma"),
+                   q + "final_layer_norm.bias": t(p + "ffn/layer_norm/beta"),
+                   q + "fc1.weight": t(p + "ffn/linear_0/weight"), q + "fc1.bias": t(p + "ffn/linear_0/bias"),
+                   q + "fc2.weight": t(p + "ffn/linear_1/weight"), q + "fc2.bias": t(p + "ffn/linear_1/bias")})
+    return config, {k: x.contiguous() for k, x in sd.items()}
+
+
+def source_digest(source: Path) -> str:
+    """What identifies a local CTranslate2 Whisper folder: its model.bin's size and time and its config
+    (hashing the weights on every start would cost more than the encoding of a short clip). The bundled
+    weights are identified by their recorded sha256 instead."""
+    st = (source / "model.bin").stat()
+    config = (source / "config.json").read_bytes() if (source / "config.json").is_file() else b""
+    return hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode() + config).hexdigest()[:12]
+
+
+def converted_encoder(source: Path, digest: str, cache: Path | None = None) -> Path:
+    """The encoder of the CTranslate2 Whisper folder ``source`` (identified by ``digest``) as a
+    transformers folder (config.json, model.safetensors) in the cache, converted on first use, atomically."""
+    target = (cache or cache_dir()) / f"whisper-encoder-{digest}" / CONVERTED
+    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        return target
+    from safetensors.torch import save_file
+
+    config, state = encoder_state(read_ctranslate2(source / "model.bin"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        save_file(state, str(tmp / "model.safetensors"))
+        config.to_json_file(str(tmp / "config.json"))
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process converted it first
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_encoder(folder: Path, device: str = "cpu"):
+    """The converted encoder, in eval mode (float16 on a GPU, float32 on the CPU)."""
+    import torch
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    return WhisperEncoder.from_pretrained(str(folder), local_files_only=True, dtype=dtype).eval().to(device)
+
+
+def hidden_states(encoder, mel):
+    """All hidden states of the encoder for log-mel ``mel`` [B, n_mels, frames]: a list of [B, T, D]
+    (the embedding, then each layer; the last one after the final layer norm, as transformers and
+    CTranslate2 return it). The positional embeddings are sliced to the input's length, so shorter inputs
+    than Whisper's 30 s need no padding."""
+    import torch
+
+    x = torch.nn.functional.gelu(encoder.conv1(mel))
+    x = torch.nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
+    x = x + encoder.embed_positions.weight[: x.shape[1]]
+    states = [x]
+    for layer in encoder.layers:
+        x = layer(x, None)
+        states.append(x)
+    states[-1] = encoder.layer_norm(x)
+    return states
+
+
+def parse_layers(spec: str, n_hidden: int) -> list[int]:
+    """'all' -> 0..n (0 = the embedding); 'last' -> [n]; '3,5' or '3-6' -> those."""
+    spec = str(spec).strip().lower()
+    if spec == "all":
+        return list(range(n_hidden + 1))
+    if spec == "last":
+        return [n_hidden]
+    try:
+        if "-" in spec:
+            a, b = (int(x) for x in spec.split("-", 1))
+            idx = list(range(a, b + 1))
+        else:
+            idx = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise MmferError(f"Whisper layers {spec!r}: use 'all', 'last', a list like '3,6' or a range '2-5'") from None
+    if not idx or not all(0 <= i <= n_hidden for i in idx):
+        raise MmferError(f"Whisper layers {spec!r}: the encoder has hidden states 0-{n_hidden}")
+    return idx
+
+
+def whisper_source(spec: str) -> str | None:
+    """The source an ``--acoustic`` spec names: 'bundled' for 'whisper', the folder of 'whisper:PATH', or
+    None when the spec names something else."""
+    if spec == "whisper":
+        return "bundled"
+    if spec.startswith("whisper:") and len(spec) > 8:
+        return str(Path(spec[8:]).expanduser().resolve())
+    return None
+
+
+@register_extractor
+class WhisperEncoderFeatures:
+    """Hidden states of a Whisper encoder (the bundled Whisper-base, or a local CTranslate2 Whisper folder)."""
+
+    family = "whisper"
+    stream = "acoustic"
+    streams = ("acoustic", "pooled")  # one encoder pass fills both
+    input = "audio"
+    wants_gpu = True
+    pass_keys = ("extractor", "name", "source", "model", "pad_seconds", "layers", "pool_layers", "transformers",
+                 "sample_rate")
+
+    def __init__(self, source: str = "bundled", pad_seconds: float = 0.0, layers: str = "all",
+                 pool_layers: str = "all", device: str = "auto", kind: str = "acoustic"):
+        if not 0 <= float(pad_seconds) <= WINDOW_SECONDS:
+            raise MmferError(f"Whisper padding {pad_seconds} s: choose 0 (the utterance's own length) to "
+                             f"{WINDOW_SECONDS:g} (Whisper's window)")
+        self.source = str(source)
+        self.pad_seconds = float(pad_seconds)
+        self.layer_spec, self.pool_spec = str(layers), str(pool_layers)
+        self.device_spec = device
+        self.kind = kind
+        folder = self.folder
+        self.digest = MODEL_BIN_SHA256[:12] if self.source == "bundled" else source_digest(folder)
+        config = json.loads((converted_encoder(folder, self.digest) / "config.json").read_text())
+        self.n_hidden, self.layer_dim = int(config["encoder_layers"]), int(config["d_model"])
+        self.n_mels = int(config["num_mel_bins"])
+        self.layers = parse_layers(self.layer_spec, self.n_hidden)
+        self.pool_layers = parse_layers(self.pool_spec, self.n_hidden)
+        self.name = WHISPER if self.source == "bundled" else folder.name
+        self.hop_seconds = HOP_SECONDS if kind == "acoustic" else None
+        self.dim = self.dims[kind]
+        self._lock = threading.Lock()
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {"acoustic": len(self.layers) * self.layer_dim, "pooled": 2 * len(self.pool_layers) * self.layer_dim}
+
+    @cached_property
+    def folder(self) -> Path:
+        if self.source == "bundled":
+            return bundled_whisper_dir()
+        folder = Path(self.source)
+        if not (folder / "model.bin").is_file():
+            raise MmferError(f"--acoustic whisper:{folder}: no model.bin there; give a local CTranslate2 (faster-"
+                             "whisper) Whisper folder, or 'whisper' for the bundled Whisper-base")
+        return folder
+
+    @classmethod
+    def from_settings(cls, settings: dict):
+        return cls(settings["source"], settings["pad_seconds"], settings["layers"], settings["pool_layers"],
+                   kind=settings["kind"])
+
+    @classmethod
+    def from_config(cls, features, kind: str = "acoustic"):
+        source = whisper_source(features.acoustic) or "bundled"
+        return cls(source, features.whisper_pad, features.ssl_layers, features.pooled_layers, kind=kind)
+
+    @staticmethod
+    def accepts(features) -> bool:
+        return whisper_source(str(features.acoustic)) is not None
+
+    def pass_settings(self) -> dict:
+        """What the one encoder pass depends on (the same for both streams it fills: ``pass_keys``)."""
+        import transformers
+
+        return {"extractor": self.family, "name": self.name, "source": self.source, "model": self.digest,
+                "pad_seconds": self.pad_seconds, "layers": self.layer_spec, "pool_layers": self.pool_spec,
+                "transformers": transformers.__version__, "sample_rate": SAMPLE_RATE}
+
+    def settings(self, kind: str | None = None) -> dict:
+        kind = kind or self.kind
+        own = ({"layer_indices": self.layers, "stored_layers": len(self.layers), "layer_dim": self.layer_dim,
+                "hop_seconds": HOP_SECONDS, "dtype": "float16"} if kind == "acoustic" else
+               {"pool_indices": self.pool_layers, "pool": "mean and std over the frames, per layer",
+                "hop_seconds": None, "dtype": "float32"})
+        return {"kind": kind, **self.pass_settings(), **own, "dim": self.dims[kind]}
+
+    def bytes_per_second(self) -> float:
+        """Disk cost of one second of audio in the frames stream (float16)."""
+        return self.dims["acoustic"] * 2 / HOP_SECONDS if self.kind == "acoustic" else 0.0
+
+    @cached_property
+    def device(self) -> str:
+        import torch
+
+        if self.device_spec != "auto":
+            return self.device_spec
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @cached_property
+    def encoder(self):
+        return load_encoder(converted_encoder(self.folder, self.digest), self.device)
+
+    @cached_property
+    def mel(self):
+        from transformers import WhisperFeatureExtractor
+
+        return WhisperFeatureExtractor(feature_size=self.n_mels, sampling_rate=SAMPLE_RATE)
+
+    def windows(self, n: int) -> list[tuple[int, int, int]]:
+        """(start, end, padded length) in samples of each encoder window of an n-sample signal."""
+        window = int(WINDOW_SECONDS * SAMPLE_RATE)
+        pad = int(self.pad_seconds * SAMPLE_RATE)
+        out = []
+        for start in range(0, max(n, 1), window):
+            end = min(n, start + window)
+            out.append((start, end, min(window, max(end - start, pad))))
+        return out
+
+    def _log_mel(self, x: np.ndarray, length: int) -> np.ndarray:
+        """[n_mels, frames] of ``x`` padded with zeros to ``length`` samples (Whisper's log-mel)."""
+        return self.mel(x, sampling_rate=SAMPLE_RATE, padding="max_length", max_length=length,
+                        truncation=True, return_tensors="np")["input_features"][0]
+
+    def _encode(self, mels: list[np.ndarray]) -> list[np.ndarray]:
+        """[L_all, T, D] float32 hidden states (every layer) per log-mel of one common length."""
+        import torch
+
+        dtype = torch.float16 if self.device == "cuda" else torch.float32
+        batch = torch.from_numpy(np.stack(mels)).to(self.device, dtype)
+        with self._lock, torch.inference_mode():
+            states = torch.stack(hidden_states(self.encoder, batch), dim=1).float().cpu().numpy()  # [B, L, T, D]
+        return list(states)
+
+    def _frames(self, x: np.ndarray) -> np.ndarray:
+        """[frames, L_all, D]: every hidden state of the speech's frames, window by window."""
+        parts = []
+        for start, end, length in self.windows(len(x)):
+            (h,) = self._encode([self._log_mel(x[start:end], length)])
+            parts.append(h[:, : max(1, math.ceil((end - start) / (HOP_SECONDS * SAMPLE_RATE)))])
+        return np.concatenate(parts, axis=1).transpose(1, 0, 2)
+
+    def split(self, frames: np.ndarray, kinds=("acoustic", "pooled")) -> dict[str, np.ndarray]:
+        """Every hidden state of an utterance's frames [T, L_all, D] -> the streams asked for."""
+        out = {}
+        if "acoustic" in kinds:
+            out["acoustic"] = frames[:, self.layers].reshape(len(frames), -1).astype(np.float32)
+        if "pooled" in kinds:
+            sel = frames[:, self.pool_layers].astype(np.float64)
+            out["pooled"] = np.concatenate([sel.mean(axis=0), sel.std(axis=0)], axis=-1
+                                           ).reshape(1, -1).astype(np.float32)
+        return out
+
+    def extract_streams(self, x: np.ndarray, kinds=("acoustic", "pooled")) -> dict[str, np.ndarray]:
+        """One encoder pass over a 16 kHz mono signal -> the asked streams' arrays."""
+        return self.split(self._frames(x), kinds)
+
+    def extract(self, x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+        if sr != SAMPLE_RATE:
+            raise MmferError(f"the Whisper encoder takes {SAMPLE_RATE} Hz audio (got {sr})")
+        return self.extract_streams(x, (self.kind,))[self.kind]
+
+    def extract_many(self, signals: list[np.ndarray], kinds=None) -> list[dict[str, np.ndarray]]:
+        """Like :meth:`extract_streams` for each signal; signals that fit one padded window of the same
+        length are encoded together (exactly as one at a time: each has its own log-mel and no padding is
+        shared), at most BATCH_SECONDS of padded audio per call."""
+        kinds = kinds or (self.kind,)
+        out: list[dict | None] = [None] * len(signals)
+        groups: dict[int, list[int]] = {}
+        for i, x in enumerate(signals):
+            w = self.windows(len(x))
+            if len(w) == 1 and w[0][2] == int(self.pad_seconds * SAMPLE_RATE) and w[0][2] > 0:
+                groups.setdefault(w[0][2], []).append(i)
+            else:
+                out[i] = self.extract_streams(x, kinds)
+        for length, members in groups.items():
+            per_call = max(1, int(BATCH_SECONDS * SAMPLE_RATE // length))
+            for k in range(0, len(members), per_call):
+                chunk = members[k:k + per_call]
+                states = self._encode([self._log_mel(signals[i], length) for i in chunk])
+                for i, h in zip(chunk, states):
+                    keep = max(1, math.ceil(len(signals[i]) / (HOP_SECONDS * SAMPLE_RATE)))
+                    out[i] = self.split(h[:, :keep].transpose(1, 0, 2), kinds)
+        return out  # type: ignore[return-value]
+
+    def __call__(self, audio_path: str | Path, start: float | None = None, end: float | None = None) -> np.ndarray:
+        return self.extract(load_audio(audio_path, start=start, end=end))

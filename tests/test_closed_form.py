@@ -1,0 +1,70 @@
+"""Closed-form experts: the training rows' span, weighing experts, and normalisation chosen by validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmfer.training.closed_form import Basis, combine, cross_fitted, fit_expert
+
+
+def _data(n=120, d=600, seed=0, classes=4):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    x[np.arange(n), y] += 5.0
+    return x, y
+
+
+def test_regression_on_the_rows_span_is_the_full_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _data()
+    x = x.astype(np.float64)
+    basis = Basis(x[:80])
+    assert basis.v is not None and basis.v.shape == (600, 80)
+    full = LogisticRegression(C=0.1, max_iter=2000, tol=1e-10).fit(x[:80], y[:80])
+    small = LogisticRegression(C=0.1, max_iter=2000, tol=1e-10).fit(basis(x[:80]), y[:80])
+    assert np.allclose(basis.lift(small.coef_), full.coef_, atol=1e-4)
+    assert np.allclose(small.intercept_, full.intercept_, atol=1e-4)
+    assert Basis(x[:, :50]).v is None  # narrow: nothing to reduce
+
+
+def test_fit_expert_chooses_c_on_validation_and_cross_fits():
+    x, y = _data(seed=1)
+    fit = fit_expert(x[:80], y[:80], x[80:], y[80:], 4, balanced=True)
+    assert fit.coef.shape == (4, 600) and len(fit.search) == 7
+    assert fit.val_score == max(s["val_ua"] for s in fit.search) and fit.val_score > 0.8
+    assert np.allclose(fit.logits(x[80:]), fit.val_logits, atol=1e-3)
+    speakers = np.repeat(np.arange(8), 10)
+    oof = cross_fitted(fit, x[:80], y[:80], speakers, 4, balanced=True)
+    assert oof.shape == (80, 4) and (oof.argmax(1) == y[:80]).mean() > 0.7
+
+
+def test_combine_weighs_experts_on_validation():
+    rng = np.random.default_rng(0)
+    y = np.arange(100) % 4
+    good = np.eye(4)[y] * 3 + rng.normal(0, 0.5, (100, 4))
+    noise = rng.normal(0, 1, (100, 4))
+    w, (score, _) = combine([noise, good], y, 4)
+    assert w[1] >= 0.8 and score == 1.0
+    assert combine([good], y, 4)[0] == [1.0]
+
+
+@pytest.mark.parametrize("one_emotion", [True, False])
+def test_auto_normalisation_follows_the_validation_speakers(tmp_path, one_emotion):
+    """Speakers who each show one emotion: per-speaker statistics erase it, so 'auto' takes the training
+    statistics; speakers who show every emotion keep their own statistics."""
+    from mmfer.config import load_config
+    from mmfer.features.store import FeatureStore
+    from mmfer.training.fold_data import fold_data
+    from mmfer.training.folds import make_folds
+    from synthetic_store import make_store
+
+    store = FeatureStore(make_store(tmp_path / "s", sessions=4, per_speaker=24, one_emotion=one_emotion))
+    cfg = load_config(None, {"features": {"normalise": "auto"}})
+    fold = make_folds(store.corpus.table, 2, 4, "loso-session")[0]
+    data = fold_data(store, fold, "audio-svm", cfg, ["ang", "hap", "neu", "sad"])
+    assert set(data.views) == {"speaker", "corpus"}
+    assert data.normalise == ("corpus" if one_emotion else "speaker"), data.views
+    assert set(data.experts) == {"functionals"}

