@@ -129,8 +129,8 @@ def ssl_checks(base: Path, size: str = "tiny") -> dict:
 def training_checks(base: Path) -> dict:
     from mmfer.config import load_config
     from mmfer.features.store import FeatureStore
+    from mmfer.training.fold import train_fold
     from mmfer.training.folds import make_folds
-    from mmfer.training.trainer import train_fold
     from synthetic_store import make_store
 
     store_path = make_store(base / "store", per_speaker=96, frames=(200, 800))

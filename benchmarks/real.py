@@ -25,17 +25,23 @@ HERE = Path(__file__).resolve().parent
 
 # (corpus, row name, model, config overrides, note)
 RUNS = [
-    ("ravdess", "audio-svm", "audio-svm", {}, "baseline: functionals + per-speaker z-score + linear model"),
-    ("ravdess", "audio", "audio", {}, "default: frame focus + closed-form functionals scores (stacked)"),
-    ("ravdess", "audio, no epoch soup", "audio", {"train": {"soup": 1}},
-     "ablation: the best epoch's weights alone (train.soup 1, the earlier default)"),
-    ("ravdess", "audio (functionals learned)", "audio", {"model": {"functionals": "learned"}},
-     "ablation: low-rank projection of the functionals trained with the network"),
-    ("ravdess", "audio-frames", "audio-frames", {}, "ablation: LLD frames only (BLSTM + attention), 8 frames averaged"),
-    ("ravdess", "audio-frames, 3 frames averaged", "audio-frames", {"model": {"frame_reduction": 3}},
-     "ablation: frame averaging 3 (the earlier default) instead of 8"),
-    ("ravdess", "audio-frames, corpus normalisation", "audio-frames", {"features": {"normalise": "corpus"}},
-     "ablation: training-part statistics instead of per-speaker"),
+    ("ravdess", "audio-svm", "audio-svm", {}, "baseline: ComParE functionals + linear model"),
+    ("ravdess", "audio-whisper-linear", "audio-whisper-linear", {},
+     "baseline: Whisper-base frame mean+std per layer + linear model"),
+    ("ravdess", "audio", "audio", {}, "default: Whisper frames (BLSTM + attention) + both experts' scores"),
+    ("ravdess", "audio, speaker normalisation", "audio", {"features": {"normalise": "speaker"}},
+     "ablation: per-speaker statistics always (the earlier default)"),
+    ("ravdess", "audio, ComParE LLD frames", "audio", {"features": {"acoustic": "compare"}},
+     "ablation: the seed's frames (openSMILE LLDs) instead of Whisper's"),
+    ("ravdess", "audio-frames", "audio-frames", {}, "ablation: Whisper frames only (BLSTM + attention)"),
+    ("ravdess-2emo", "audio-svm, training statistics", "audio-svm", {"features": {"normalise": "corpus"}},
+     "baseline: functionals + linear model, training-part statistics"),
+    ("ravdess-2emo", "audio-whisper-linear, training statistics", "audio-whisper-linear",
+     {"features": {"normalise": "corpus"}}, "baseline: Whisper vector + linear model, training-part statistics"),
+    ("ravdess-2emo", "audio-svm", "audio-svm", {}, "baseline: functionals + linear model (default normalisation)"),
+    ("ravdess-2emo", "audio", "audio", {}, "default"),
+    ("ravdess-2emo", "audio, speaker normalisation", "audio", {"features": {"normalise": "speaker"}},
+     "ablation: per-speaker statistics always (the earlier default)"),
     ("meld", "text-tfidf", "text-tfidf", {}, "baseline: TF-IDF 1-2-grams + logistic regression"),
     ("meld", "text", "text", {}, "default: word focus + closed-form sentence scores + previous 3 utterances"),
     ("meld", "text, no epoch soup", "text", {"train": {"soup": 1}},
@@ -46,24 +52,46 @@ RUNS = [
     ("meld", "text, objective UA", "text", {"train": {"objective": "ua"}},
      "ablation: class-weighted loss, epochs chosen on dev UA (the package default)"),
 ]
+RAVDESS = {"manifest": "ravdess/manifest.csv", "streams": "acoustic,functionals,pooled",
+           "train": {"protocol": "kfold-speaker", "folds": 6}, "headline": "ua"}
 CORPORA = {
-    "ravdess": {"manifest": "ravdess/manifest.csv", "streams": "acoustic,functionals",
-                "train": {"protocol": "kfold-speaker", "folds": 6}, "headline": "ua"},
+    "ravdess": RAVDESS,
+    # each actor keeps two of the eight emotions (actor i, from 0: emotions i mod 8 and (i + 3) mod 8, so
+    # every emotion stays with 6 actors): speakers who do not show every emotion, as in harvested speech
+    "ravdess-2emo": {**RAVDESS, "subset": "two_emotions"},
     # MELD is scored by weighted F1: its rows optimise that (train.objective=wf1: unweighted loss, epochs and
     # C chosen on dev wF1), the same setting for the baseline and every model.
     "meld": {"manifest": "meld/manifest.csv", "streams": "lexical", "train": {"protocol": "split", "objective": "wf1"},
              "headline": "wf1"},
 }
+EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 
 
-def prepare_store(data: Path, work: Path, corpus: str) -> Path:
+def two_emotions(manifest: Path, out: Path) -> Path:
+    """The RAVDESS manifest with each actor's utterances of two emotions only (absolute audio paths)."""
+    import pandas as pd
+
+    m = pd.read_csv(manifest)
+    actors = sorted(m["speaker"].unique())
+    keep = {a: {EMOTIONS[i % 8], EMOTIONS[(i + 3) % 8]} for i, a in enumerate(actors)}
+    m = m[[lab in keep[a] for a, lab in zip(m["speaker"], m["label"])]].copy()
+    m["audio"] = [str((manifest.parent / a).resolve()) for a in m["audio"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    m.to_csv(out, index=False)
+    return out
+
+
+def prepare_store(data: Path, work: Path, corpus: str, acoustic: str = "whisper") -> Path:
     from mmfer.config import FeatureConfig
     from mmfer.features.prepare import prepare
 
     c = CORPORA[corpus]
     store = work / f"{corpus}-store"
+    manifest = data / c["manifest"]
+    if c.get("subset") == "two_emotions":
+        manifest = two_emotions(manifest, work / f"{corpus}.csv")
     t = time.perf_counter()
-    prepare(data / c["manifest"], store, features=FeatureConfig(streams=c["streams"].split(",")),
+    prepare(manifest, store, features=FeatureConfig(streams=c["streams"].split(","), acoustic=acoustic),
             progress=False, warn=lambda m: None)
     print(f"{corpus}: store ready in {time.perf_counter() - t:.0f} s", flush=True)
     return store
@@ -76,10 +104,12 @@ def run(data: Path, work: Path, only: str | None) -> list[dict]:
     rows = []
     stores: dict[str, Path] = {}
     for corpus, name, model, overrides, note in RUNS:
-        if only and corpus != only:
+        if only and corpus not in only:
             continue
         if corpus not in stores:
             stores[corpus] = prepare_store(data, work, corpus)
+        # other frames: the same store, their folder added (the others are reused) and made current
+        prepare_store(data, work, corpus, overrides.get("features", {}).get("acoustic", "whisper"))
         ov = {k: dict(v) for k, v in overrides.items()}
         ov["train"] = {**CORPORA[corpus]["train"], "threads": 2, **ov.get("train", {})}
         cfg = load_config(None, ov)
@@ -118,7 +148,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     ap.add_argument("--work", type=Path, default=Path("/tmp/mmfer-real"))
-    ap.add_argument("--only", choices=sorted(CORPORA))
+    ap.add_argument("--only", choices=sorted(CORPORA), action="append", help="corpora to run (repeatable)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "real.json")
     ap.add_argument("--table", action="store_true", help="print the README table from --out and exit")
     a = ap.parse_args()
@@ -131,7 +161,7 @@ def main() -> None:
 
     rows = run(a.data.resolve(), a.work, a.only)
     old = json.loads(a.out.read_text())["rows"] if a.out.is_file() else []
-    keep = [r for r in old if a.only and r["corpus"] != a.only]
+    keep = [r for r in old if a.only and r["corpus"] not in a.only]
     results = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
                "date": time.strftime("%Y-%m-%d"), "rows": sorted(keep + rows, key=_order)}
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,9 @@ def main() -> None:
 
     import pandas as pd
 
+    from mmfer.api import prepare
     from mmfer.config import load_config
     from mmfer.corpora.text import clean_text, words_of
-    from mmfer.features.prepare import prepare
     from mmfer.io import read_json
     from mmfer.speech.asr import recogniser
     from mmfer.speech.wer import word_errors
@@ -42,7 +42,7 @@ def main() -> None:
     store = a.work / "store"
     rec = recogniser("whisper-base", language="en")
     start = time.perf_counter()
-    prepare(a.quickstart / "corpus", store, recogniser=rec, language="en", warn=lambda m: None)
+    prepare(a.quickstart / "corpus", store, transcribe=rec, language="en", warn=lambda m: None)
     prepare_seconds = time.perf_counter() - start
     t = pd.read_parquet(store / "corpus.parquet")
     errors = n = 0

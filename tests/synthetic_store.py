@@ -15,15 +15,16 @@ from mmfer.streams import stream
 CLASSES = ["ang", "hap", "neu", "sad"]
 
 
-DIMS = {"acoustic": 8, "lexical": 6, "functionals": 10}
+DIMS = {"acoustic": 8, "lexical": 6, "functionals": 10, "pooled": 12}
 
 
 def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, seed: int = 0,
-               kinds=("acoustic", "functionals", "lexical"), with_sessions: bool = True,
+               kinds=("acoustic", "functionals", "pooled", "lexical"), with_sessions: bool = True,
                frames: tuple[int, int] = (15, 60), one_emotion: bool | None = None) -> Path:
     """``one_emotion`` (True/False): every speaker also gets a voice of its own (a random offset of the
     functionals); True: and shows one emotion only (the speaker's number mod 4)."""
     rng = np.random.default_rng(seed)
+    pooled_rng = np.random.default_rng(seed + 1000)  # its own stream: the other streams' data stay as they were
     rows, arrays = [], {k: [] for k in kinds}
     for s in range(1, sessions + 1):
         for g in "FM":
@@ -51,6 +52,10 @@ def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, seed: int =
                     w = rng.normal(0, 1, (n_words, DIMS["lexical"])).astype(np.float32)
                     w[int(rng.integers(0, n_words)), c] += 4.0  # one emotional word
                     arrays["lexical"].append(w)
+                if "pooled" in kinds:
+                    v = pooled_rng.normal(0, 1, (1, DIMS["pooled"])).astype(np.float32) + 2 * (g == "M")
+                    v[0, c + 4] += 1.2  # another weak utterance-level cue
+                    arrays["pooled"].append(v)
                 if "functionals" in kinds:
                     f = rng.normal(0, 1, (1, DIMS["functionals"])).astype(np.float32) + 3 * (g == "M") + voice
                     f[0, c] += 1.5  # weaker than the frames' cue

@@ -88,9 +88,10 @@ def test_context_is_the_previous_utterances_text_never_labels(store):
 
 
 def test_stacked_audio_model_starts_as_the_linear_baseline(store, tmp_path):
-    """Epoch 0 of the audio model is the closed-form functionals model: same C and validation score as
-    audio-svm on the same fold; training can only be chosen over it by the validation speakers."""
-    cfg = load_config(None, FAST)
+    """Epoch 0 of the audio model is its closed-form experts weighed on validation: the functionals expert
+    has audio-svm's C and validation score on the same fold, the weighed pair scores at least as well, and
+    training can only be chosen over it by the validation speakers."""
+    cfg = load_config(None, {**FAST, "features": {"normalise": "speaker"}})
     svm = cv_mod.run_cv(store, "audio-svm", cfg, tmp_path / "svm", progress=False, echo=lambda m: None)
     audio = cv_mod.run_cv(store, "audio", cfg, tmp_path / "audio", progress=False, echo=lambda m: None)
     assert svm["ua"]["mean"] > 0.5 and audio["ua"]["mean"] > 0.5  # chance is 0.25
@@ -98,9 +99,10 @@ def test_stacked_audio_model_starts_as_the_linear_baseline(store, tmp_path):
         m_svm = json.loads((tmp_path / "svm" / f"fold-{i}" / "metrics.json").read_text())
         m_audio = json.loads((tmp_path / "audio" / f"fold-{i}" / "metrics.json").read_text())
         assert m_audio["functionals_C"] == m_svm["C"]
-        assert m_audio["history"][0]["epoch"] == 0
-        assert m_audio["history"][0]["val_ua"] == pytest.approx(m_svm["val_score"])
-        assert m_audio["val_score"] >= m_svm["val_score"] - 1e-9
+        assert m_audio["functionals_val_score"] == pytest.approx(m_svm["val_score"])
+        assert m_audio["history"][0]["epoch"] == 0 and sum(m_audio["expert_weights"].values()) == pytest.approx(1)
+        assert m_audio["history"][0]["val_ua"] >= max(m_svm["val_score"], m_audio["pooled_val_score"]) - 1e-9
+        assert m_audio["val_score"] >= m_audio["history"][0]["val_ua"] - 1e-9
 
 
 def test_linear_checkpoint_reproduces_its_predictions(store, tmp_path):
@@ -110,7 +112,7 @@ def test_linear_checkpoint_reproduces_its_predictions(store, tmp_path):
     from mmfer.data import UtteranceSet
     from mmfer.models.inference import infer
 
-    cfg = load_config(None, FAST)
+    cfg = load_config(None, {**FAST, "features": {"normalise": "speaker"}})
     cv_mod.run_cv(store, "audio-svm", cfg, tmp_path / "svm", progress=False, echo=lambda m: None)
     model, ckpt = runs.load_checkpoint(tmp_path / "svm" / "fold-2" / "model.pt")
     pred = pd.read_parquet(tmp_path / "svm" / "fold-2" / "predictions.parquet")

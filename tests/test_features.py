@@ -66,18 +66,23 @@ def test_store_reopens_and_loads_single_utterances(prepared):
     fs = FeatureStore(store)
     assert fs.modalities == ("audio", "text")
     table = fs.corpus.table.set_index("utt_id")
-    ac, lx = fs.features["acoustic"], fs.features["lexical"]
-    assert ac.dim == 65 and lx.dim == 384 and lx.data.dtype == np.float16 and ac.data.dtype == np.float32
+    ac, lx, po = fs.features["acoustic"], fs.features["lexical"], fs.features["pooled"]
+    assert ac.dim == 7 * 512 and lx.dim == 384 and lx.data.dtype == np.float16 and ac.data.dtype == np.float16
+    assert po.dim == 7 * 1024 and po.data.dtype == np.float32 and fs.features["functionals"].dim == 6373
     assert isinstance(ac.data, np.memmap)
     for u in table.index:
         dur = sf.info(table.loc[u, "audio"]).duration
-        assert abs(ac.length(u) - dur * 100) <= 6
+        assert abs(ac.length(u) - dur * 50) <= 1 and po.length(u) == 1  # 20 ms frames; one pooled vector
         assert lx.get(u).shape == (len(table.loc[u, "words"]), 384)  # one vector per word
     again = FeatureStore(store)
     u = "Ses01F_impro01_M000"
     assert np.array_equal(again.features["acoustic"].get(u), ac.get(u))
-    # the stored frames are exactly what the extractor computes for that file
-    assert np.allclose(ac.get(u), AcousticExtractor("compare")(table.loc[u, "audio"]))
+    # the stored streams are what the extractor computes for that file, in one pass
+    from mmfer.features.whisper import WhisperEncoderFeatures
+
+    expected = WhisperEncoderFeatures().extract_streams(load_audio(table.loc[u, "audio"]))
+    assert np.allclose(ac.get(u), expected["acoustic"], atol=2e-2, rtol=1e-2)
+    assert np.allclose(po.get(u), expected["pooled"], atol=1e-3, rtol=1e-3)
 
 
 def test_finished_prepare_is_a_noop(prepared):
@@ -87,15 +92,15 @@ def test_finished_prepare_is_a_noop(prepared):
 
     before = features()
     res = prep.prepare(root, store, progress=False)
-    assert sorted(res.reused) == ["acoustic", "functionals", "lexical"]
-    assert len(before) == 12 and features() == before  # nothing re-extracted or rewritten
+    assert sorted(res.reused) == ["acoustic", "functionals", "lexical", "pooled"]
+    assert len(before) == 16 and features() == before  # nothing re-extracted or rewritten
 
 
 def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, monkeypatch):
     root, clean = prepared
     store = tmp_path / "store"
     calls = {"n": 0}
-    real = prep._audio_task
+    real = prep.extract_shard
 
     def flaky(*args):
         calls["n"] += 1
@@ -103,7 +108,7 @@ def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, mo
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the second shard
         return real(*args)
 
-    monkeypatch.setattr(prep, "_audio_task", flaky)
+    monkeypatch.setattr(prep, "extract_shard", flaky)
     with pytest.raises(KeyboardInterrupt):
         prep.prepare(root, store, workers=1, shard_size=2, progress=False)
     folder = next(store.glob("acoustic-*"))
@@ -111,7 +116,7 @@ def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, mo
     assert len(list((folder / "parts").glob("*.npz"))) == 1  # first shard kept
     with pytest.raises(MmferError, match="not a finished feature store"):
         FeatureStore(store)
-    monkeypatch.setattr(prep, "_audio_task", real)
+    monkeypatch.setattr(prep, "extract_shard", real)
     done = []
     record = lambda path, *a: (done.append(f"{path.parent.parent.name[:8]}/{path.name}"), real_write(path, *a))  # noqa: E731
     monkeypatch.setattr(prep, "write_shard", record)
@@ -135,8 +140,9 @@ def test_bad_audio_is_reported_not_fatal(tmp_path: Path):
         rows = {(r["utt_id"], r["stage"]): r["reason"] for r in csv.DictReader(fh)}
     assert rows["Ses01F_impro01_F000", "acoustic"] == "missing audio file"
     assert rows["Ses01F_impro01_F000", "functionals"] == "missing audio file"  # every audio stream says so
+    assert rows["Ses01F_impro01_F000", "pooled"] == "missing audio file"
     assert rows["Ses01F_impro01_M000", "acoustic"].startswith("unreadable audio")
-    assert len(res.errors) == 4
+    assert len(res.errors) == 6
     fs = FeatureStore(tmp_path / "s")
     assert len(fs.usable_ids(["acoustic", "lexical"])) == 4 and len(fs.usable_ids(["lexical"])) == 6
     with pytest.raises(MmferError, match="2 utterance\\(s\\) failed extraction"):
@@ -203,7 +209,7 @@ def test_worker_processes_share_the_cores():
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from mmfer.features.prepare import init_worker
+    from mmfer.engine import init_worker
 
     with ProcessPoolExecutor(2, initializer=init_worker, initargs=(2,)) as pool:
         assert pool.submit(_threads).result() == max(1, (os.cpu_count() or 1) // 2)

@@ -110,7 +110,7 @@ def test_healthz_reports_a_broken_model(trained_runs, tmp_path):
     shutil.copytree(trained_runs / "audio", broken)
     for f in broken.glob("fold-*/model.pt"):
         ck = torch.load(f, weights_only=True)
-        ck["features"]["acoustic"] = {**ck["features"]["acoustic"], "name": "egemaps"}  # 25 values, not 65
+        ck["features"]["acoustic"] = {**ck["features"]["acoustic"], "layers": "last"}  # 512 values, not 7 x 512
         torch.save(ck, f)
     h = TestClient(create_app(broken), base_url=LOCAL).get("/healthz")
     assert h.status_code == 503 and h.json()["status"] == "error" and "audio" in h.json()["problems"]

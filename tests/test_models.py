@@ -69,14 +69,15 @@ def test_gmu_equals_its_formula():
 def test_models_padding_invariant_and_report_what_analysis_needs(name, pooling):
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=6, pooling=pooling, heads=2, attention_dim=8, fusion_dim=7)
-    dims = {"acoustic": 5, "lexical": 4, "functionals": 7, "sentence": 4, "context": 4}
+    dims = {"acoustic": 5, "lexical": 4, "functionals": 7, "pooled": 6, "sentence": 4, "context": 4}
     model = build_model(name, dims, 4, cfg).eval()
     aa, xa, la = _batch([10, 4, 7], 5, seed=1)
     al, xl, ll = _batch([3, 5, 2], 4, seed=2)
     af, xf, lf = _batch([1, 1, 1], 7, seed=3)
     ac, xc, lc = _batch([1, 1, 1], 4, seed=4)
+    ap, xp, lp = _batch([1, 1, 1], 6, seed=5)
     full = {"acoustic": (aa, xa, la), "lexical": (al, xl, ll), "functionals": (af, xf, lf), "context": (ac, xc, lc),
-            "sentence": (ac, xc, lc)}
+            "sentence": (ac, xc, lc), "pooled": (ap, xp, lp)}
     kinds = model.kinds
     out = model({k: full[k][1] for k in kinds}, {k: full[k][2] for k in kinds})
     assert out["logits"].shape == (3, 4)
@@ -96,7 +97,7 @@ def test_reduce_frames():
 
 def _fused_inputs(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    dims = {"acoustic": 5, "lexical": 4, "functionals": 7, "sentence": 4, "context": 4}
+    dims = {"acoustic": 5, "lexical": 4, "functionals": 7, "pooled": 6, "sentence": 4, "context": 4}
     lengths = {"acoustic": torch.tensor([6, 3, 4]), "lexical": torch.tensor([2, 4, 3])}
     inputs = {k: torch.randn(3, int(lengths[k].max()) if k in lengths else 1, d, generator=g) for k, d in dims.items()}
     return dims, inputs, {k: lengths.get(k, torch.ones(3, dtype=torch.long)) for k in dims}
@@ -107,10 +108,10 @@ def test_stacked_experts_start_as_their_sum():
     torch.manual_seed(0)
     dims, x, n = _fused_inputs()
     model = build_model("mmmf", dims, 4, ModelConfig(hidden=6, attention_dim=8, fusion_dim=7, stack_experts=True))
-    assert model.expert_kinds == ["functionals", "sentence"]
+    assert model.expert_kinds == ["functionals", "pooled", "sentence"]
     model.start_from_prefit()
     out = model.eval()(x, n)["logits"]
-    experts = sum(model.encoders[k](x[k], None)[0] for k in ("functionals", "sentence"))
+    experts = sum(model.encoders[k](x[k], None)[0] for k in ("functionals", "pooled", "sentence"))
     assert torch.allclose(out, experts, atol=1e-6)
     assert build_model("mmmf", dims, 4, ModelConfig(hidden=6)).expert_scale is None  # the default: off
 

@@ -122,7 +122,7 @@ def test_pipeline_with_local_ssl_and_text_encoders(tiny, sample_corpus, tmp_path
     store = tmp_path / "store"
     proc = _cli("prepare", sample_corpus, "--out", store, "--acoustic", f"hf:{tiny['wav2vec2']}",
                 "--lexical", f"hf:{tiny['bert']}", "--lexical-layers", "mean:1-2", "--streams",
-                "acoustic,functionals,lexical", "--workers", "1")
+                "acoustic,functionals,pooled,lexical", "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     assert "GB per hour" in proc.stderr and "3 layer(s) x 32 values x 2 bytes every 20 ms" in proc.stderr
     fs = FeatureStore(store)
@@ -162,7 +162,7 @@ def test_pipeline_with_local_ssl_and_text_encoders(tiny, sample_corpus, tmp_path
     before = {p.name for p in store.iterdir() if p.name.startswith("acoustic-")}
     proc = _cli("prepare", sample_corpus, "--out", store, "--acoustic", f"hf:{tiny['wav2vec2']}", "--layers",
                 "mean:1-2", "--lexical", f"hf:{tiny['bert']}", "--lexical-layers", "mean:1-2", "--streams",
-                "acoustic,functionals,lexical", "--workers", "1")
+                "acoustic,functionals,pooled,lexical", "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     after = {p.name for p in store.iterdir() if p.name.startswith("acoustic-")}
     assert before < after and len(after) == 2 and FeatureStore(store).features["acoustic"].data.shape[1] == 32

@@ -14,8 +14,8 @@ from mmfer.config import load_config
 from mmfer.data import StoredStream
 from mmfer.features.store import FeatureStore
 from mmfer.training import cv as cv_mod
+from mmfer.training.fold_data import fold_data
 from mmfer.training.folds import make_folds
-from mmfer.training.trainer import fold_data
 from ray_cluster import RayCluster, free_port, listening, loopback
 from synthetic_store import CLASSES, make_store
 
@@ -57,7 +57,7 @@ def test_cv_past_the_budget_gives_the_same_result(store, tmp_path):
 
 
 def test_memory_of_a_fold_past_the_budget_does_not_grow_with_its_features(tmp_path):
-    big = make_store(tmp_path / "big", kinds=("acoustic", "functionals"), frames=(3000, 5000))
+    big = make_store(tmp_path / "big", kinds=("acoustic", "functionals", "pooled"), frames=(3000, 5000))
     st = FeatureStore(big)
     fold = make_folds(st.corpus.table, val_speakers=2)[0]
 

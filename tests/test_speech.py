@@ -193,7 +193,7 @@ def test_batch_manifest_typed_text_speaker_normalisation_parquet(trained_runs, t
 
 @asr
 def test_prepare_transcribe_builds_text_from_recognition_and_resumes(table, tmp_path):
-    from mmfer.features.prepare import prepare
+    from mmfer.api import prepare
     from mmfer.speech.asr import recogniser
 
     sub = table.iloc[:4]
@@ -201,7 +201,7 @@ def test_prepare_transcribe_builds_text_from_recognition_and_resumes(table, tmp_
     pd.DataFrame({"id": sub["utt_id"], "audio": sub["audio"], "label": sub["label"], "speaker": sub["speaker"]}
                  ).to_csv(manifest, index=False)  # audio only: recognition adds the text modality
     rec = recogniser("auto", language="en")
-    res = prepare(manifest, tmp_path / "store", recogniser=rec, progress=False, warn=lambda m: None,
+    res = prepare(manifest, tmp_path / "store", transcribe=rec, progress=False, warn=lambda m: None,
                   allow_outside=True, streams=["acoustic", "lexical"], workers=1)
     assert res.extracted == {"acoustic": 4, "lexical": 4}
     stored = pd.read_parquet(tmp_path / "store" / "corpus.parquet")
@@ -209,7 +209,7 @@ def test_prepare_transcribe_builds_text_from_recognition_and_resumes(table, tmp_
                                                             zip(stored["word_start"], stored["words"]))
     journal = (tmp_path / "store" / "transcripts.jsonl").read_text().splitlines()
     assert len(journal) == 4
-    prepare(manifest, tmp_path / "store", recogniser=rec, progress=False, warn=lambda m: None, allow_outside=True,
+    prepare(manifest, tmp_path / "store", transcribe=rec, progress=False, warn=lambda m: None, allow_outside=True,
             streams=["acoustic", "lexical"], workers=1)
     assert len((tmp_path / "store" / "transcripts.jsonl").read_text().splitlines()) == 4  # nothing heard twice
 

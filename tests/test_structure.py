@@ -24,7 +24,7 @@ def test_every_model_reads_declared_streams_and_known_fusion():
         assert set(spec.streams) <= set(STREAMS), spec
         assert spec.fusion in FUSIONS or spec.family == "linear"
     assert get_model("audio").modalities == ("audio",) and get_model("mmmf").modalities == ("audio", "text")
-    assert extracted(get_model("mmmf").streams) == ["acoustic", "functionals", "lexical"]  # derived: not stored
+    assert extracted(get_model("mmmf").streams) == ["acoustic", "functionals", "pooled", "lexical"]  # not derived
     assert modalities_of(["context"]) == ("text",)
     with pytest.raises(MmferError, match="unknown model 'nope'"):
         get_model("nope")
@@ -39,7 +39,7 @@ def test_preference_order_comes_from_the_registry():
 
 def test_extractors_rebuild_from_their_settings():
     extractor_class("opensmile-lld")  # loads the built-in ones
-    assert {"opensmile-lld", "opensmile-functionals", "transformer", "static-vectors"} <= set(EXTRACTORS)
+    assert {"opensmile-lld", "opensmile-functionals", "transformer", "static-vectors", "whisper"} <= set(EXTRACTORS)
     for family, name, hop, dim in (("opensmile-lld", "egemaps", 0.01, 25),
                                    ("opensmile-functionals", "egemaps", None, 88)):
         ext = EXTRACTORS[family](name)
@@ -77,3 +77,46 @@ def test_serve_and_analysis_do_not_import_training():
             "print(any(m.startswith('mmfer.training') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _stage_order() -> dict[str, int]:
+    """The stage order docs/architecture.md states: each line of its 'stage order' block is one stage, the
+    names on it the top-level modules or folders of src/mmfer in that stage."""
+    text = (SRC.parent.parent / "docs" / "architecture.md").read_text()
+    block = text.split("<!-- stage order -->")[1].split("```")[1]
+    lines = [line.split(":", 1)[1].split() for line in block.strip().splitlines() if ":" in line]
+    return {name: i for i, names in enumerate(lines) for name in names}
+
+
+def _imports(path: Path, module: str) -> list[str]:
+    """Every mmfer module a file imports (import statements anywhere, also inside functions)."""
+    import ast
+
+    out = []
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1] if node.level else [])
+            head = ".".join(p for p in (base, node.module or "") if p)
+            out += [f"{head}.{a.name}" for a in node.names]  # from mmfer import runs: mmfer.runs
+    return [m for m in out if m == "mmfer" or m.startswith("mmfer.")]
+
+
+def test_no_import_goes_up_the_stage_order():
+    order = _stage_order()
+
+    def stage(module: str) -> int:
+        parts = module.split(".")
+        return order["__init__" if len(parts) == 1 else parts[1]]
+
+    assert set(order) >= {p.stem if p.is_file() else p.name for p in SRC.iterdir()
+                          if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").is_file()))}
+    upward = []
+    for f in SRC.rglob("*.py"):
+        module = ".".join(f.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
+        for target in _imports(f, module):
+            if stage(target) > stage(module):
+                upward.append(f"{module} imports {target}")
+    assert not upward, upward

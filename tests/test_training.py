@@ -90,11 +90,11 @@ def test_run_files_and_normalisation_from_train_only(store, tmp_path):
 
 
 def test_interrupted_cv_resumes_at_next_fold(store, tmp_path, monkeypatch):
-    from mmfer.training import trainer
+    from mmfer.training import fold as fold_mod
 
     out = tmp_path / "run"
     cfg = load_config(None, {**FAST, "train": {**FAST["train"], "max_epochs": 2}})
-    real = trainer.train_fold
+    real = fold_mod.TRAINERS["neural"].train
     calls = []
     stop_at = {"fold": "Ses02"}
 
@@ -104,7 +104,7 @@ def test_interrupted_cv_resumes_at_next_fold(store, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C during the second fold
         return real(store_, fold, *a, **k)
 
-    monkeypatch.setattr(trainer, "train_fold", interrupted)
+    monkeypatch.setitem(fold_mod.TRAINERS, "neural", fold_mod.FoldTrainer(interrupted, distributed=True))
     with pytest.raises(KeyboardInterrupt):
         cv_mod.run_cv(store, "audio", cfg, out, progress=False, echo=lambda m: None)
     assert (out / "fold-1" / "metrics.json").is_file() and not (out / "fold-2").exists()
@@ -117,6 +117,20 @@ def test_interrupted_cv_resumes_at_next_fold(store, tmp_path, monkeypatch):
     assert [f["fold"] for f in summary["folds"]] == ["Ses01", "Ses02", "Ses03", "Ses04"]
     with pytest.raises(MmferError, match="another model or config"):
         cv_mod.run_cv(store, "text", cfg, out, progress=False, echo=lambda m: None)
+
+
+def test_a_run_is_reproducible_from_its_own_folder(store, tmp_path):
+    """A run's config.yaml loads with --config as it is; what it was made of is in provenance.json."""
+    cfg = load_config(None, {**FAST, "train": {**FAST["train"], "max_epochs": 1}})
+    cv_mod.run_cv(store, "text", cfg, tmp_path / "run", progress=False, echo=lambda m: None, only=["Ses01"])
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
+    prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert prov["model"] == "text" and prov["store"] == str(store) and set(prov["features"]) == {"lexical"}
+    assert {"torch", "numpy", "python"} <= set(prov["versions"])
+    again = load_config(tmp_path / "run" / "config.yaml")
+    cv_mod.run_cv(store, "text", again, tmp_path / "again", progress=False, echo=lambda m: None, only=["Ses01"])
+    assert json.loads((tmp_path / "again" / "fold-1" / "metrics.json").read_text())["ua"] == json.loads(
+        (tmp_path / "run" / "fold-1" / "metrics.json").read_text())["ua"]
 
 
 def test_missing_modality_is_refused(tmp_path):
@@ -139,7 +153,7 @@ def test_two_stage_init_from_unimodal_runs(store, tmp_path):
     cfg = load_config(None, {**FAST, "train": {**FAST["train"], "max_epochs": 1}})
     for m in ("audio", "text"):
         cv_mod.run_cv(store, m, cfg, tmp_path / m, progress=False, echo=lambda s: None)
-    dims = {"acoustic": 8, "lexical": 6, "functionals": 10, "sentence": 6, "context": 6}
+    dims = {"acoustic": 8, "lexical": 6, "functionals": 10, "pooled": 12, "sentence": 6, "context": 6}
     model = build_model("mmmf", dims, 4, cfg.model)
     init_encoders(model, {"audio": str(tmp_path / "audio"), "text": str(tmp_path / "text")}, fold_index=2)
     for modality, kind in (("audio", "acoustic"), ("text", "lexical")):
@@ -174,11 +188,11 @@ def test_cv_command_prints_table(store, tmp_path):
 
 
 def test_epoch_soup_keeps_the_best_and_averages_weights():
-    from mmfer.training.trainer import average_states, keep
+    from mmfer.training.soup import average_states, keep
 
     kept: list[dict] = []
-    for epoch, ua in enumerate([0.5, 0.7, 0.6, 0.8, 0.4, 0.65]):
-        here = {"ua": ua, "loss": 1.0, "epoch": epoch}
+    for epoch, score in enumerate([0.5, 0.7, 0.6, 0.8, 0.4, 0.65]):
+        here = {"score": score, "loss": 1.0, "epoch": epoch}
         if keep(kept, here, 3):
             kept.append(here)
     assert sorted(d["epoch"] for d in kept) == [1, 3, 5]  # the three best, whatever their order
@@ -199,4 +213,4 @@ def test_fusion_options_train(store, tmp_path):
     assert summary["ua"]["mean"] > 0.4
     m = json.loads((out / "fold-1" / "metrics.json").read_text())
     assert m["history"][0]["epoch"] == 0 and len(m["history"]) == 4
-    assert len(torch.load(out / "fold-1" / "model.pt", weights_only=True)["state_dict"]["expert_scale"]) == 2
+    assert len(torch.load(out / "fold-1" / "model.pt", weights_only=True)["state_dict"]["expert_scale"]) == 3

@@ -257,36 +257,36 @@ def predict_cmd(
 ) -> None:
     """Predict emotions: one utterance (probabilities, modality gate, what was attended to), or many
     files / a long recording (a table of segments, with --out and --plot)."""
-    from mmfer.serve.batch import BatchPredictor, expand_inputs
-    from mmfer.serve.predictor import Predictor, resolve_model_dir
-    from mmfer.speech.asr import available, recogniser
+    from mmfer.api import Model
+    from mmfer.serve.batch import check_plot_target, expand_inputs
+    from mmfer.speech.asr import available
 
     items = expand_inputs(inputs, allow_outside=allow_outside)
     single = len(items) == 1 and out is None and plot is None and _is_short(items[0], max_utterance)
     if text and not single:
         raise MmferError("--text is for one short input; for several, give a manifest with a text column")
-    rec = None if text and single else recogniser(asr, language=language)
+    if plot is not None:
+        check_plot_target(plot, [Path(it.file) for it in items], out)
     typed = bool(text) or any(it.text for it in items)
-    pred = Predictor(resolve_model_dir(model, with_text=typed or rec is not None), fold=fold, lexical=lexical,
-                     acoustic=acoustic)
-    if pred.needs_text and not typed and rec is None and asr == "auto" and not available():
+    m = Model(model, asr=None if text and single else asr, acoustic=acoustic, lexical=lexical, fold=fold,
+              language=language, with_text=typed, max_utterance=max_utterance)
+    if m.predictor.needs_text and not typed and m.recogniser is None and asr == "auto" and not available():
         typer.echo("note: no transcript and no recogniser (pip install 'mmfer[asr]'); using audio only", err=True)
-    if text and not pred.needs_text:
-        typer.echo(f"note: model '{pred.name}' uses audio only; the transcript is not used", err=True)
+    if text and not m.predictor.needs_text:
+        typer.echo(f"note: model '{m.name}' uses audio only; the transcript is not used", err=True)
+    if as_json and not single:
+        typer.echo("note: --json is for one short input; rows are printed as a table (use --out rows.jsonl "
+                   "for JSON lines)", err=True)
     if single:
-        _predict_one(pred, rec, items[0], text, context, speaker_audio, language, as_json)
+        it = items[0]
+        p = m.predict(it.file, text or it.text, context=context or None, speaker_audio=speaker_audio or None,
+                      start=it.start, end=it.end)
+        _show(p, m, as_json)
         return
-    batch = BatchPredictor(pred, rec if pred.needs_text else None, language=language, max_utterance=max_utterance)
-    if ray:
-        from mmfer.engine import executor_for
-        from mmfer.serve.batch import PredictorSpec, run_on
-
-        spec = PredictorSpec(str(pred.path), fold, lexical and str(lexical), acoustic and str(acoustic),
-                             asr if rec is not None else None, language, max_utterance)
-        rows = run_on(executor_for(ray), batch, spec, items, out, echo=lambda m: typer.echo(m, err=True))
-    else:
-        rows = batch.run(items, out, echo=lambda m: typer.echo(m, err=True))
-    _print_rows(rows, pred.classes)
+    frame = m.predict_files(inputs, out, allow_outside=allow_outside, echo=lambda msg: typer.echo(msg, err=True),
+                            ray=ray)
+    rows = frame.reset_index().to_dict("records") if len(frame) else []
+    _print_rows(rows, m.classes)
     if out is not None:
         errors = sum(1 for r in rows if r.get("error"))
         typer.echo(f"{len(rows)} row(s) written to {out}" + (f" ({errors} with an error)" if errors else ""))
@@ -298,7 +298,7 @@ def predict_cmd(
         from mmfer.analysis.timeline import timeline
         from mmfer.io import write_bytes
 
-        write_bytes(plot, to_png(timeline(files[0], rows, pred.classes)))
+        write_bytes(plot, to_png(timeline(files[0], rows, m.classes)))
         typer.echo(f"timeline written: {plot}")
 
 
@@ -324,42 +324,20 @@ def _print_rows(rows: list[dict], classes: list[str]) -> None:
         typer.echo(f"{where}  {r['emotion']:<5} {r['p_' + r['emotion']]:5.0%}  {said}")
 
 
-def _predict_one(pred, rec, item, text, context, speaker_audio, language, as_json) -> None:
-    from mmfer.features.audio import AudioError, has_speech, load_audio
-    from mmfer.serve.predictor import NoSpeech
-
-    def load(path, start=None, end=None):
-        try:
-            return load_audio(path, start=start, end=end)
-        except AudioError as err:
-            raise MmferError(f"{path}: {err.reason}") from None
-
-    signal = load(item.file, item.start, item.end)
-    text = text or item.text
-    if not has_speech(signal):
-        raise NoSpeech(f"{item.file}: no speech found: the recording is silent (no frame reaches -60 dBFS)")
-    heard = rec.transcribe(signal, language=language) if rec is not None and pred.needs_text else None
-    source = "typed" if text else "recognised" if heard else None
-    if not text and heard is not None:
-        text = heard.text
-        if not text.strip():
-            raise MmferError(f"{item.file}: no words recognised; pass the transcript with --text")
-    speaker = pred.speaker_statistics([signal] + [load(p) for p in speaker_audio]) if speaker_audio else None
-    res = pred.predict(signal, text if pred.needs_text else None, context=context or None, speaker=speaker,
-                       recognised=heard.words if heard else None)
-    res["transcript"] = text if pred.needs_text else None
-    res["transcript_source"] = source if pred.needs_text else None
+def _show(p, m, as_json: bool) -> None:
+    """One prediction on the terminal, or as JSON."""
+    res = p.details
     if as_json:
-        typer.echo(json.dumps(res))
+        typer.echo(json.dumps({**res, "language": p.language}))
         return
     typer.echo(f"emotion: {res['emotion']}   (model {res['model']}, {res['folds']} fold model(s))")
-    if res["transcript_source"] == "recognised":
-        typer.echo(f"recognised: {text}")
-    for c, p in sorted(res["probabilities"].items(), key=lambda kv: -kv[1]):
-        typer.echo(f"  {c:<5} {p:6.1%} {'#' * int(round(p * 40))}")
+    if res.get("transcript_source") == "recognised":
+        typer.echo(f"recognised: {res['transcript']}")
+    for c, prob in sorted(res["probabilities"].items(), key=lambda kv: -kv[1]):
+        typer.echo(f"  {c:<5} {prob:6.1%} {'#' * int(round(prob * 40))}")
     if res["gate"] is not None:
         typer.echo(f"modality gate: audio {res['gate']:.0%} / text {1 - res['gate']:.0%}")
-    if pred.needs_audio:
+    if m.predictor.needs_audio:
         typer.echo(f"acoustic normalisation: {res['normalisation']}")
     if "top_words" in res:
         typer.echo(f"most-attended words: {', '.join(res['top_words'])}")

@@ -20,3 +20,10 @@ class CorpusError(MmferError):
         if self.path is not None:
             where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
         super().__init__(where + message)
+
+
+class NoSpeech(MmferError):
+    """The audio holds no speech: say so instead of guessing an emotion (exit 2 / HTTP 422)."""
+
+    SILENT = "no speech found: the recording is silent (no frame reaches -60 dBFS)"
+    NONE_IN_RECORDING = "no speech found in the recording"

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from mmfer.config import MmferConfig
 
-MODELS = ("audio-svm", "text-tfidf", "audio", "text", "mmmf")
+MODELS = ("audio-svm", "audio-whisper-linear", "text-tfidf", "audio", "text", "mmmf")
 
 
 def quickstart(out: str | Path = "mmfer-quickstart", per_speaker: int = 60, seed: int = 0,
                cfg: MmferConfig | None = None, models: tuple[str, ...] = MODELS, report: bool = True,
                echo=print) -> dict:
+    from mmfer.api import prepare
     from mmfer.corpora.sample import generate
-    from mmfer.features.prepare import prepare
     from mmfer.training.cv import run_cv, table
 
     cfg = cfg or MmferConfig()
@@ -31,7 +31,7 @@ def quickstart(out: str | Path = "mmfer-quickstart", per_speaker: int = 60, seed
         echo(f"[3/4] cross-validation {i}/{len(models)}: {model} -> {out / 'runs' / model}")
         summaries.append(run_cv(out / "store", model, cfg, out / "runs" / model, echo=echo))
     echo("\nLeave-one-session-out results on the sample corpus (mean ± std over 5 folds, %; "
-         "audio-svm and text-tfidf are the simple baselines, same folds):\n")
+         "audio-svm, audio-whisper-linear and text-tfidf are the simple baselines, same folds):\n")
     echo(table(summaries))
     result = {"out": str(out), "summaries": summaries, "seconds": time.perf_counter() - t0}
     if report:

@@ -2,7 +2,8 @@
 
 Layout of a cross-validation run (``mmfer cv --out RUN``)::
 
-    config.yaml              model name, store, the streams' feature settings, model and train sections
+    config.yaml              the run's configuration (features, model, train): loads with --config as it is
+    provenance.json          what it was made of: model, store, the streams' feature settings, versions
     summary.json             written last: mean ± std over folds, pooled confusion (its presence = finished)
     fold-N/model.pt          checkpoint (format below), loaded with weights_only=True
     fold-N/predictions.parquet  test utterances: probabilities, attention per stream, gate
@@ -11,7 +12,7 @@ Layout of a cross-validation run (``mmfer cv --out RUN``)::
 Layout of an export (``mmfer export RUN --out DIR``)::
 
     mmfer-model.json         the marker: model, classes, folds, streams' feature settings, summary
-    config.yaml              the run's config
+    config.yaml              the run's config; provenance.json beside it
     models/fold-N.pt         the fold checkpoints
 
 The checkpoint format is ``models.checkpoint``'s; this module knows where checkpoints lie.
@@ -33,6 +34,7 @@ from mmfer.streams import stream
 
 __all__ = ["load_checkpoint", "read_checkpoint", "save_checkpoint"]  # the format's functions, where runs are read
 CONFIG = "config.yaml"
+PROVENANCE = "provenance.json"
 SUMMARY = "summary.json"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.parquet"
@@ -76,7 +78,7 @@ def model_name(path: Path) -> str:
     if is_export(path):
         return read_json(path / EXPORT_MARKER)["model"]
     if (path / CONFIG).is_file():
-        return read_config(path)["model_name"]
+        return read_provenance(path)["model"]
     return read_checkpoint(checkpoints(path)[0])["model"]
 
 
@@ -101,18 +103,40 @@ def resolve_model_dir(path: str | Path, modalities: tuple[str, ...]) -> Path:
 
 # ---------------------------------------------------------------- config and summary
 
-def write_config(run: Path, resolved: dict) -> None:
-    """Write the run's config; refuse to mix with an earlier run of other settings in the same folder."""
-    text = yaml.safe_dump(resolved, sort_keys=False)
-    cfg_file = Path(run) / CONFIG
-    if cfg_file.is_file() and cfg_file.read_text() != text:
+def write_config(run: Path, config: dict, provenance: dict) -> None:
+    """Write the run's config (the full ``features``/``model``/``train`` sections, loadable with --config)
+    and its provenance; refuse to mix with an earlier run of other settings in the same folder."""
+    text = yaml.safe_dump(config, sort_keys=False)
+    cfg_file, prov_file = Path(run) / CONFIG, Path(run) / PROVENANCE
+    same = ("model", "store", "features")
+    if cfg_file.is_file() and (cfg_file.read_text() != text or not prov_file.is_file() or
+                               {k: read_json(prov_file).get(k) for k in same} != {k: provenance.get(k) for k in same}):
         raise MmferError(f"{run} holds a run with another model or config; resume it with the same settings "
                          f"(see {cfg_file}) or choose a new --out")
+    write_json(prov_file, provenance)
     write_text(cfg_file, text)
 
 
 def read_config(run: Path) -> dict:
     return yaml.safe_load((Path(run) / CONFIG).read_text())
+
+
+def read_provenance(run: Path) -> dict:
+    return read_json(Path(run) / PROVENANCE)
+
+
+def versions() -> dict[str, str]:
+    """The versions that decide what a run computes."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("mmfer", "torch", "numpy", "scikit-learn", "transformers", "opensmile"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 def fold_done(run: Path, index: int) -> dict | None:
@@ -152,12 +176,13 @@ class Run:
             raise MmferError(f"{self.path} is not a finished cv run (no {SUMMARY}); run or resume `mmfer cv`")
         self.summary = read_json(self.path / SUMMARY)
         self.config = read_config(self.path)
+        self.provenance = read_provenance(self.path)
         self.name = self.summary["model"]
         self.classes = self.summary["classes"]
         self.folds = [read_json(p) for p in sorted(self.path.glob(f"fold-*/{METRICS}"))]
         self.predictions = pd.concat([pd.read_parquet(p) for p in sorted(self.path.glob(f"fold-*/{PREDICTIONS}"))],
                                      ignore_index=True)
-        self.steps = seconds_per_step(self.config.get("features", {}),
+        self.steps = seconds_per_step(self.provenance.get("features", {}),
                                       self.config.get("model", {}).get("frame_reduction", 1))
 
 
@@ -203,8 +228,9 @@ def export(run: str | Path, out: str | Path, force: bool = False) -> Path:
         for f in files:
             name = f.parent.name if f.name == CHECKPOINT else f.stem
             shutil.copy2(f, tmp / "models" / f"{name}.pt")
-        if (run / CONFIG).is_file():
-            shutil.copy2(run / CONFIG, tmp / CONFIG)
+        for name in (CONFIG, PROVENANCE):
+            if (run / name).is_file():
+                shutil.copy2(run / name, tmp / name)
         write_json(tmp / EXPORT_MARKER, {
             "model": first["model"], "classes": first["classes"], "folds": len(files), "kinds": first["kinds"],
             "features": first["features"], "frame_reduction": first["model_config"]["frame_reduction"],

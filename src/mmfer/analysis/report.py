@@ -55,7 +55,7 @@ def build_report(run_paths: list[str | Path], out: str | Path, store: str | Path
                  n_examples: int = 4) -> Path:
     runs = [Run(p) for rp in run_paths for p in find_runs(Path(rp))]
     out = Path(out).expanduser().resolve()
-    store_path = Path(store) if store else Path(runs[0].config["store"])
+    store_path = Path(store) if store else Path(runs[0].provenance["store"])
     table = None
     if (store_path / "corpus.parquet").is_file():
         from mmfer.corpora import load

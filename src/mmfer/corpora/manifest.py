@@ -89,6 +89,20 @@ def _text(path: Path) -> str:
                           "iconv -f latin1 -t utf-8)", path, line) from None
 
 
+def csv_rows(reader, path: Path):
+    """(line number, fields) of each row of a csv.reader; a row the csv module refuses (e.g. a cell longer
+    than its bounded field limit) is a one-line error naming the file and line, not a traceback."""
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise CorpusError(f"not a readable CSV row ({err}; cells are limited to {csv.field_size_limit():,} "
+                              "characters)", path, reader.line_num) from None
+        yield reader.line_num, values
+
+
 def read_manifest(path: str | Path, labels: str | dict | LabelPolicy | None = None,
                   strict: bool = False, allow_outside: bool = False) -> Corpus:
     """``allow_outside``: relative audio paths may leave the manifest's folder (``../x.wav``)."""
@@ -99,16 +113,16 @@ def read_manifest(path: str | Path, labels: str | dict | LabelPolicy | None = No
     rows: list[dict] = []
     outside: list[str] = []
     with io.StringIO(_text(path), newline="") as fh:
-        reader = csv.reader(fh)
+        rows_in = csv_rows(csv.reader(fh), path)
         try:
-            header = next(reader)
+            _, header = next(rows_in)
         except StopIteration:
             raise CorpusError("manifest is empty", path) from None
         cols = _columns(header, path)
         index = {canon: header.index(name) for canon, name in cols.items()}
         modalities = tuple(m for m in ("audio", "text") if m in cols)
         seen: set[str] = set()
-        for line_no, values in enumerate(reader, start=2):
+        for line_no, values in rows_in:
             if not any(v.strip() for v in values):
                 continue
             if len(values) != len(header):

@@ -15,6 +15,17 @@ MAX_SECONDS = 600.0  # one utterance; a long recording is cut into segments, nev
 MAX_CHANNELS = 32
 SEGMENT_SLACK = 1.0  # seconds by which a file must outlast a row's start-end to be read as a segment of it
 SILENCE_RMS = 10 ** (-60 / 20)  # -60 dBFS: quieter than any speech recording's voiced frames
+FLOAT_PEAK = 4.0  # float samples are -1..1; a file whose samples reach past this is scaled wrongly
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+
+
+def check_float_range(x: np.ndarray, subtype: str) -> None:
+    """Float formats carry samples in [-1, 1]; far outside, every feature and the recogniser see garbage."""
+    if subtype in FLOAT_SUBTYPES and len(x):
+        peak = float(np.nanmax(np.abs(x)))
+        if peak > FLOAT_PEAK:
+            raise AudioError(f"float samples reach {peak:.3g}, far outside [-1, 1]: the file is scaled wrongly "
+                             "(divide its samples by their peak) or damaged")
 
 
 class AudioError(Exception):
@@ -79,6 +90,12 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: fl
         x, sr = sf.read(path, dtype="float32", always_2d=True, start=first, frames=frames)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise AudioError(f"unreadable audio ({str(err).splitlines()[0][:120]})") from None
+    check_float_range(x, info.subtype)
+    return _mono(x, sr, target_rate)
+
+
+def _mono(x: np.ndarray, sr: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """[samples, channels] at ``sr`` -> mono float32 at ``target_rate``, checked."""
     x = x.mean(axis=1)
     if sr != target_rate:
         g = np.gcd(sr, target_rate)
@@ -87,7 +104,28 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: fl
         raise AudioError(f"audio too short ({len(x) / target_rate:.3f} s < {MIN_SECONDS} s)")
     if not np.isfinite(x).all():
         raise AudioError("audio contains NaN or infinite samples")
-    return x
+    return x.astype(np.float32, copy=False)
+
+
+def from_array(x: np.ndarray, sample_rate: int, max_seconds: float | None = MAX_SECONDS) -> np.ndarray:
+    """An in-memory signal ([samples] or [samples, channels], any rate in range) as load_audio returns a
+    file's: 16 kHz mono float32. Raises MmferError for what a file's header would be refused for."""
+    from mmfer.errors import MmferError
+
+    x = np.asarray(x, np.float32)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or not 1 <= x.shape[1] <= MAX_CHANNELS:
+        raise MmferError(f"audio array of shape {x.shape}: give [samples] or [samples, channels] (at most "
+                         f"{MAX_CHANNELS} channels)")
+    if not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise MmferError(f"sample rate {sample_rate} Hz: expected {MIN_RATE}-{MAX_RATE} Hz")
+    if max_seconds is not None and len(x) / sample_rate > max_seconds:
+        raise MmferError(f"audio longer than {max_seconds:g} s ({len(x) / sample_rate:.1f} s)")
+    try:
+        return _mono(x, sample_rate)
+    except AudioError as err:
+        raise MmferError(err.reason) from None
 
 
 def has_speech(x: np.ndarray, sample_rate: int = SAMPLE_RATE, frame_seconds: float = 0.025) -> bool:

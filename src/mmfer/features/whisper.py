@@ -273,8 +273,10 @@ class WhisperEncoderFeatures:
 
     @classmethod
     def from_config(cls, features, kind: str = "acoustic"):
-        source = whisper_source(features.acoustic) or "bundled"
-        return cls(source, features.whisper_pad, features.ssl_layers, features.pooled_layers, kind=kind)
+        source = whisper_source(features.acoustic)
+        # the frames' layers are the acoustic stream's setting only when Whisper fills it (else e.g. hf:PATH's)
+        layers = features.ssl_layers if source is not None else "all"
+        return cls(source or "bundled", features.whisper_pad, layers, features.pooled_layers, kind=kind)
 
     @staticmethod
     def accepts(features) -> bool:

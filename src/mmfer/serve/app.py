@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mmfer.errors import MmferError
+from mmfer.errors import MmferError, NoSpeech
 from mmfer.features.audio import SAMPLE_RATE
 
 ACCEPTED = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
@@ -58,6 +58,30 @@ def pictures(result: dict, signal) -> dict:
 
 
 FORM_OVERHEAD = 64_000  # multipart boundaries and the text fields beside the audio
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+                               "'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _secure(response: Response) -> Response:
+    """Every answer: no framing (clickjacking), no type sniffing, only this server's own resources."""
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _origin_host(origin: str) -> str:
+    """The host of an Origin header ('http://127.0.0.1:8000' -> '127.0.0.1'); 'null' and junk -> ''."""
+    from urllib.parse import urlsplit
+
+    try:
+        return (urlsplit(origin).hostname or "").lower()
+    except ValueError:
+        return ""
 
 
 def warm_up(pred) -> str | None:
@@ -112,14 +136,22 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
             return JSONResponse({"error": f"unknown host {name!r}: this server answers only {sorted(hosts)}"},
                                 status_code=421)
         if request.method == "OPTIONS":
-            return Response(status_code=204, headers={"Allow": "GET, HEAD, POST, OPTIONS"})
+            return _secure(Response(status_code=204, headers={"Allow": "GET, HEAD, POST, OPTIONS"}))
         if request.method == "POST":
+            origin = request.headers.get("origin")
+            if origin is not None and _origin_host(origin) not in hosts:
+                return _secure(JSONResponse({"error": "cross-origin requests are refused: use the page this server "
+                                                      "serves"}, status_code=403))
             length = request.headers.get("content-length", "")
+            if "transfer-encoding" in request.headers:  # with a Content-Length too, the length could lie
+                return _secure(JSONResponse({"error": "send the upload with a Content-Length and no "
+                                                      "Transfer-Encoding"}, status_code=400 if length else 411))
             if not length.isdigit():
-                return JSONResponse({"error": "send the upload with a Content-Length"}, status_code=411)
+                return _secure(JSONResponse({"error": "send the upload with a Content-Length"}, status_code=411))
             if int(length) > max_bytes + FORM_OVERHEAD:
-                return JSONResponse({"error": f"upload larger than {max_bytes / 1e6:.1f} MB"}, status_code=413)
-        return await call_next(request)
+                return _secure(JSONResponse({"error": f"upload larger than {max_bytes / 1e6:.1f} MB"},
+                                            status_code=413))
+        return _secure(await call_next(request))
 
     @app.exception_handler(BadInput)
     async def _bad(_, exc: BadInput):
@@ -211,7 +243,7 @@ def _analyse(pred, rec, data: bytes, suffix: str, text: str, previous: list[str]
                 segments.append(result)
                 rows.append({**row, "start": unit.start, "end": unit.end})
             if not rows:
-                raise MmferError("no speech found in the recording")
+                raise NoSpeech(NoSpeech.NONE_IN_RECORDING)
             from mmfer.analysis.timeline import timeline
 
             return {"segments": segments, "duration": seconds,

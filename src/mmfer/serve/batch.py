@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmfer.errors import MmferError
+from mmfer.errors import MmferError, NoSpeech
 from mmfer.features.audio import SAMPLE_RATE, AudioError, load_audio
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus"}
@@ -51,12 +51,12 @@ class Item:
 def _manifest_items(path: Path, allow_outside: bool) -> list[Item]:
     """A CSV with an audio column (any of the corpus manifest's names) and optional text, speaker,
     dialogue, start, end. Relative paths are relative to the manifest."""
-    from mmfer.corpora.manifest import ALIASES, seconds
+    from mmfer.corpora.manifest import ALIASES, csv_rows, seconds
 
     with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+        reader = csv_rows(csv.reader(fh), path)
         try:
-            header = next(reader)
+            _, header = next(reader)
         except StopIteration:
             raise MmferError(f"{path}: the manifest is empty") from None
         lower = {h.strip().lower(): i for i, h in enumerate(header)}
@@ -64,7 +64,7 @@ def _manifest_items(path: Path, allow_outside: bool) -> list[Item]:
         if col["audio"] is None:
             raise MmferError(f"{path}:1: a prediction manifest needs an audio column ({', '.join(ALIASES['audio'])})")
         items = []
-        for line, values in enumerate(reader, start=2):
+        for line, values in reader:
             if not any(v.strip() for v in values):
                 continue
             if len(values) != len(header):
@@ -232,8 +232,8 @@ class Journal:
             os.fsync(fh.fileno())
         self.rows += rows
 
-    def finish(self) -> None:
-        write_rows(self.rows, self.out)
+    def finish(self, classes: list[str] | None = None) -> None:
+        write_rows(self.rows, self.out, classes)
         self.partial.unlink(missing_ok=True)
 
 
@@ -251,6 +251,38 @@ def resume(items: list[Item], out: Path | None,
     return journal, todo
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_plot_target(plot: Path, inputs: list[Path], out: Path | None) -> None:
+    """``--plot`` may write a new .png file or replace an earlier plot: never an input, the ``--out`` file, a
+    folder, a device or any other existing file (checked before the first prediction)."""
+    plot = Path(plot).expanduser()
+    if plot.suffix.lower() != ".png":
+        raise MmferError(f"--plot {plot}: the timeline is a PNG picture: give a file name ending in .png")
+    target = plot.resolve()
+    if any(target == Path(i).expanduser().resolve() for i in inputs) or (
+            out is not None and target == Path(out).expanduser().resolve()):
+        raise MmferError(f"--plot {plot}: that is an input or the --out file; choose another name for the picture")
+    if plot.exists() or plot.is_symlink():
+        if not plot.is_file() or plot.is_symlink():
+            raise MmferError(f"--plot {plot}: exists and is not a regular file; choose a new .png name")
+        with plot.open("rb") as fh:
+            if fh.read(8) != PNG_MAGIC:
+                raise MmferError(f"--plot {plot}: exists and is not an earlier plot (not a PNG); nothing was written, "
+                                 "choose a new name")
+    writable(plot, "--plot")
+
+
+def writable(path: Path, option: str) -> None:
+    """Refuse, before any work, an output whose folder is missing or cannot be written."""
+    folder = Path(path).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise MmferError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MmferError(f"{option} {path}: the folder {folder} is not writable")
+
+
 def output_format(out: Path) -> str:
     fmt = OUTPUT_FORMATS.get(out.suffix.lower())
     if fmt is None:
@@ -258,37 +290,66 @@ def output_format(out: Path) -> str:
     return fmt
 
 
+BASE_COLUMNS = ("key", "file", "speaker", "start", "end", "transcript", "transcript_source", "language", "emotion")
+TAIL_COLUMNS = ("gate_audio", "normalisation", "error")
+MARK = ("key", "file", "start", "end", "emotion", "error")  # an earlier output of mmfer has all of these
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
+
+
+def columns_of(classes: list[str]) -> list[str]:
+    """The output's columns, the same whatever the rows hold (all errors included)."""
+    return [*BASE_COLUMNS, *(f"p_{c}" for c in classes), *TAIL_COLUMNS]
+
+
 def read_rows(path: Path) -> list[dict]:
+    """An earlier output's rows to resume from: keys as text (never numbers), CSV formula escapes undone.
+    A file without mmfer's columns is refused: it is not ours to rewrite."""
     import pandas as pd
 
     fmt = output_format(path)
     try:
         if fmt == "csv":
-            df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+            df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"key": str, "speaker": str})
         elif fmt == "parquet":
             df = pd.read_parquet(path)
         else:
-            df = pd.read_json(path, lines=True)
+            df = pd.read_json(path, lines=True, dtype={"key": str, "speaker": str})
     except Exception as err:  # noqa: BLE001 - any parser's complaint means the same thing here
         raise MmferError(f"{path}: cannot read the earlier output to resume ({type(err).__name__}); move it away "
                          "or delete it") from None
-    if "key" not in df.columns:
-        raise MmferError(f"{path}: not an mmfer prediction output (no 'key' column); choose another --out")
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+    if not set(MARK) <= set(df.columns):
+        raise MmferError(f"{path}: exists and is not an mmfer prediction output (it lacks the columns "
+                         f"{', '.join(c for c in MARK if c not in df.columns)}); nothing was written: choose another "
+                         "--out")
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
             for r in df.to_dict("records")]
+    for r in rows:
+        r["key"] = str(r["key"])
+        if fmt == "csv":
+            for k, v in r.items():
+                if isinstance(v, str) and v.startswith("'") and v[1:2] and v[1] in FORMULA:
+                    r[k] = v[1:]
+    return rows
 
 
-def write_rows(rows: list[dict], out: Path) -> None:
-    """Atomically, in the format the suffix names."""
+def _escape(v):
+    """A CSV cell a spreadsheet would run as a formula gets a leading quote (OWASP's advice)."""
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA) else v
+
+
+def write_rows(rows: list[dict], out: Path, classes: list[str] | None = None) -> None:
+    """Atomically, in the format the suffix names, with the full column set (``classes``: the model's)."""
     import pandas as pd
 
     from mmfer.io import atomic_path
 
     df = pd.DataFrame(rows)
+    if classes is not None:
+        df = df.reindex(columns=[*columns_of(classes), *(c for c in df.columns if c not in columns_of(classes))])
     fmt = output_format(out)
     with atomic_path(out) as tmp:
         if fmt == "csv":
-            df.to_csv(tmp, index=False)
+            df.map(_escape).to_csv(tmp, index=False)
         elif fmt == "parquet":
             df.to_parquet(tmp, index=False)
         else:
@@ -351,16 +412,15 @@ class BatchPredictor:
                 rows.append(row)
         except AudioError as err:
             rows.append({**base, "start": item.start, "end": item.end, "error": f"cannot read: {err.reason}"})
-        return rows or [{**base, "start": None, "end": None, "error": "no speech found"}]
+        return rows or [{**base, "start": None, "end": None, "error": NoSpeech.NONE_IN_RECORDING}]
 
     def _transcript(self, unit: Unit, language: str | None):
         """(text, source, recognised words, language) of one unit; raises for silence or no transcript."""
         from mmfer.features.audio import has_speech
-        from mmfer.serve.predictor import NoSpeech
 
         text, source, words, lang = unit.text, "typed" if unit.text else "none", None, None
         if not has_speech(unit.signal):
-            raise NoSpeech("no speech found: the recording is silent (no frame reaches -60 dBFS)")
+            raise NoSpeech(NoSpeech.SILENT)
         if self.asr is not None and (self.pred.needs_text or text):
             heard = self.asr.transcribe(unit.signal, language=language)
             lang, words = heard.language, heard.words
@@ -446,7 +506,7 @@ class BatchPredictor:
             flush()
         if journal is None:
             return rows
-        journal.finish()
+        journal.finish(self.pred.classes)
         return journal.rows
 
 
@@ -525,5 +585,5 @@ def run_on(executor, batch: BatchPredictor, spec: PredictorSpec, items: list[Ite
     if journal is None:
         return sorted(rows, key=lambda r: order.get(r["key"], len(order)))
     journal.rows.sort(key=lambda r: order.get(r["key"], len(order)))
-    journal.finish()
+    journal.finish(batch.pred.classes)
     return journal.rows

@@ -23,7 +23,7 @@ from mmfer.data import (
     prepare_stream,
     sentence_vector,
 )
-from mmfer.errors import MmferError
+from mmfer.errors import MmferError, NoSpeech
 from mmfer.features.audio import SAMPLE_RATE, has_speech
 from mmfer.features.extractors import extract_audio, extractor_from_settings, pass_key
 from mmfer.models.inference import infer
@@ -33,10 +33,6 @@ from mmfer.streams import stream
 
 MAX_WORDS = 200  # one utterance; longer text is a document, and its word-attention picture would be unreadable
 MAX_CHARACTERS = 2000
-
-
-class NoSpeech(MmferError):
-    """The audio holds no speech: say so instead of guessing an emotion."""
 
 
 def resolve_model_dir(path: str | Path, with_text: bool) -> Path:
@@ -210,7 +206,7 @@ class Predictor:
         if self.needs_audio and r.signal is None:
             raise MmferError(f"model '{self.name}' needs audio")
         if self.needs_audio and not has_speech(r.signal):
-            raise NoSpeech("no speech found: the recording is silent (no frame reaches -60 dBFS)")
+            raise NoSpeech(NoSpeech.SILENT)
         if r.text is not None and (len(r.text) > MAX_CHARACTERS or len(r.text.split()) > MAX_WORDS):
             raise MmferError(f"the transcript is too long ({len(r.text.split())} words, {len(r.text)} characters; "
                              f"the limit is {MAX_WORDS} words / {MAX_CHARACTERS} characters per utterance)")

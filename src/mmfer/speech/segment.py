@@ -18,7 +18,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from mmfer.errors import MmferError
-from mmfer.features.audio import SAMPLE_RATE, AudioError, audio_header
+from mmfer.features.audio import SAMPLE_RATE, AudioError, audio_header, check_float_range
 
 BLOCK_SECONDS = 60.0
 TAIL_SECONDS = 1.0  # a segment ending this close to the buffer's end may go on in the next block
@@ -45,6 +45,7 @@ def stream_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Ite
     g = np.gcd(sr, SAMPLE_RATE)
     try:
         for block in sf.blocks(str(path), blocksize=int(block_seconds * sr), dtype="float32", always_2d=True):
+            check_float_range(block, info.subtype)
             x = block.mean(axis=1)
             if sr != SAMPLE_RATE:
                 x = resample_poly(x, SAMPLE_RATE // g, sr // g).astype(np.float32)
@@ -80,9 +81,17 @@ def _merge(found: list[tuple[int, int]], min_seconds: float, max_seconds: float)
     return out
 
 
-def segments(path: str | Path, min_seconds: float = 1.0, max_seconds: float = 15.0,
+def array_blocks(x: np.ndarray, block_seconds: float) -> Iterator[np.ndarray]:
+    """An in-memory 16 kHz signal in blocks, as stream_blocks gives a file's."""
+    n = int(block_seconds * SAMPLE_RATE)
+    for i in range(0, len(x), n):
+        yield np.asarray(x[i:i + n], np.float32)
+
+
+def segments(path: str | Path | np.ndarray, min_seconds: float = 1.0, max_seconds: float = 15.0,
              block_seconds: float = BLOCK_SECONDS) -> Iterator[Segment]:
-    """Speech segments of a recording, in order, each about ``min_seconds``–``max_seconds`` long.
+    """Speech segments of a recording (a file, or a 16 kHz signal), in order, each about
+    ``min_seconds``–``max_seconds`` long.
 
     A segment (after merging) that ends near the buffer's end might continue, or be joined with what comes
     next: it is kept back and looked at again with the next block, so the buffer never holds more than one
@@ -90,7 +99,8 @@ def segments(path: str | Path, min_seconds: float = 1.0, max_seconds: float = 15
     """
     buffer = np.zeros(0, np.float32)
     offset = 0  # samples of the file before buffer[0]
-    blocks = stream_blocks(path, max(block_seconds, 4 * max_seconds))
+    size = max(block_seconds, 4 * max_seconds)
+    blocks = array_blocks(path, size) if isinstance(path, np.ndarray) else stream_blocks(path, size)
     hold = int((TAIL_SECONDS + MERGE_GAP) * SAMPLE_RATE)
     done = False
     while not done:

@@ -35,12 +35,10 @@ def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     if group is None or group.leader:
-        runs.write_config(out, {"model_name": model, "store": str(store.path),
-                                "features": {k: store.features[k].meta["settings"] for k in extracted(spec.streams)},
-                                "normalise": cfg.features.normalise,
-                                "speaker_min_utterances": cfg.features.speaker_min_utterances,
-                                "context": [cfg.features.context_before, cfg.features.context_after],
-                                **cfg.model_dump(include={"model", "train"})})
+        runs.write_config(out, cfg.model_dump(), {
+            "model": model, "store": str(store.path),
+            "features": {k: store.features[k].meta["settings"] for k in extracted(spec.streams)},
+            "corpus": store.manifest.get("corpus"), "versions": runs.versions()})
     classes = list(store.corpus.labels)
     protocol = resolve_protocol(store.corpus.table, cfg.train.protocol)
     folds = make_folds(store.corpus.table, cfg.train.val_speakers, cfg.train.folds, protocol)

@@ -1,0 +1,166 @@
+"""Hardening, round 2 (issue 24): outputs that must not destroy what they point at, files that must not
+crash or mislead, and the demo under hostile requests. Each test reproduces a report; the numbers in the
+names are the report's items."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mmfer.errors import CorpusError, MmferError
+from mmfer.serve.batch import Item, check_plot_target, read_rows, resume, write_rows
+
+ROW = {"key": "", "file": "a.wav", "speaker": "", "start": 0.0, "end": 1.0, "transcript": "hi",
+       "transcript_source": "typed", "language": None, "emotion": "neu", "p_ang": 0.1, "p_neu": 0.9,
+       "gate_audio": None, "normalisation": "training statistics", "error": None}
+
+
+def test_1_plot_never_overwrites_what_it_should_not(tmp_path):
+    wav, out = tmp_path / "in.flac", tmp_path / "r.csv"
+    sf.write(wav, np.zeros(1600, np.float32), 16000)
+    out.write_text("rows")
+    for target, why in ((wav, "ending in .png"), (tmp_path / "in.png.wav", "ending in .png"),
+                        (out, "ending in .png"), (tmp_path / "dir.png", "not a regular file"),
+                        (tmp_path / "notes.png", "not an earlier plot"), (tmp_path / "no" / "t.png", "does not exist")):
+        if target.name == "dir.png":
+            target.mkdir()
+        if target.name == "notes.png":
+            target.write_text("my notes")
+        with pytest.raises(MmferError, match=why):
+            check_plot_target(target, [wav], out)
+    assert wav.read_bytes()[:4] == b"fLaC" and out.read_text() == "rows" and (tmp_path / "notes.png").read_text()
+    (tmp_path / "old.png").write_bytes(b"\x89PNG\r\n\x1a\n....")
+    check_plot_target(tmp_path / "old.png", [wav], out)  # an earlier plot may be replaced
+    check_plot_target(tmp_path / "new.png", [wav], out)
+    if os.path.exists("/dev/null"):
+        with pytest.raises(MmferError, match="ending in .png|not a regular file"):
+            check_plot_target(Path("/dev/null"), [wav], out)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_3_numeric_keys_resume_as_text(tmp_path, suffix):
+    out = tmp_path / f"rows{suffix}"
+    write_rows([{**ROW, "key": k} for k in ("1", "2", "3")], out, ["ang", "neu"])
+    assert [r["key"] for r in read_rows(out)] == ["1", "2", "3"]
+    _, todo = resume([Item("a.wav", k) for k in ("1", "2", "3", "4")], out, echo=lambda m: None)
+    assert [it.key for it in todo] == ["4"]  # three done, not re-predicted and written twice
+
+
+def test_6_a_users_csv_with_a_key_column_is_not_taken_for_output(tmp_path):
+    mine = tmp_path / "keyed.csv"
+    mine.write_text("key,value\na,1\n")
+    with pytest.raises(MmferError, match="not an mmfer prediction output"):
+        resume([Item("a.wav", "x")], mine, echo=lambda m: None)
+    assert mine.read_text() == "key,value\na,1\n"
+
+
+def test_6_every_output_has_the_same_columns(tmp_path):
+    out = tmp_path / "errors.csv"
+    write_rows([{"key": "a", "file": "a.wav", "start": None, "end": None, "error": "cannot read"}], out, ["ang", "neu"])
+    import pandas as pd
+
+    assert list(pd.read_csv(out).columns) == list(pd.DataFrame([ROW]).columns)
+
+
+def test_19_csv_cells_are_never_formulas(tmp_path):
+    rows = [{**ROW, "key": "=HYPERLINK(1)", "transcript": "+1 well", "speaker": "@me"}]
+    write_rows(rows, tmp_path / "r.csv", ["ang", "neu"])
+    text = (tmp_path / "r.csv").read_text()
+    assert "'=HYPERLINK(1)" in text and "'+1 well" in text and "'@me" in text
+    back = read_rows(tmp_path / "r.csv")[0]
+    assert back["key"] == "=HYPERLINK(1)" and back["transcript"] == "+1 well"  # resuming sees the real values
+    write_rows(rows, tmp_path / "r.parquet", ["ang", "neu"])
+    assert read_rows(tmp_path / "r.parquet")[0]["transcript"] == "+1 well"  # not a spreadsheet format: as is
+
+
+def test_9_a_huge_manifest_cell_is_a_file_line_error(tmp_path):
+    from mmfer.corpora import read_corpus
+    from mmfer.serve.batch import expand_inputs
+
+    m = tmp_path / "m.csv"
+    m.write_text("id,audio,text,label,speaker\nok,a.wav,hello,neu,s1\nbig,a.wav," + "x" * 200_000 + ",neu,s1\n")
+    with pytest.raises(CorpusError, match=r"m\.csv:3: not a readable CSV row"):
+        read_corpus(m)
+    with pytest.raises(MmferError, match=r"m\.csv:3: not a readable CSV row"):
+        expand_inputs([m])
+
+
+def test_18_float_samples_far_outside_one_are_refused(tmp_path):
+    from mmfer.features.audio import AudioError, load_audio
+
+    t = np.arange(16000) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    sf.write(tmp_path / "ok.wav", x, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "scaled.wav", x * 1e6, 16000, subtype="FLOAT")
+    assert len(load_audio(tmp_path / "ok.wav")) == 16000
+    with pytest.raises(AudioError, match="far outside"):
+        load_audio(tmp_path / "scaled.wav")
+
+
+def test_17_ray_local_is_private(monkeypatch):
+    import sys
+    import types
+
+    from mmfer import cluster
+
+    calls = {}
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: calls.update(kw))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    cluster.connect("local")
+    assert calls["address"] == "local" and "RAY_ADDRESS" not in os.environ
+    assert calls["_temp_dir"].startswith("/tmp/mmfer-ray-") and not calls["include_dashboard"]
+
+
+@pytest.fixture(scope="module")
+def client(trained_runs):
+    from fastapi.testclient import TestClient
+
+    from mmfer.serve.app import create_app
+
+    return TestClient(create_app(trained_runs / "audio", asr="none"), base_url="http://127.0.0.1:8000")
+
+
+def test_20_demo_refuses_other_origins_and_sends_security_headers(client, sample_corpus):
+    from mmfer.corpora import read_corpus
+
+    page = client.get("/")
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    wav = Path(read_corpus(sample_corpus).table.iloc[0]["audio"]).read_bytes()
+    evil = client.post("/api/predict", files={"audio": ("a.wav", wav)}, headers={"Origin": "http://evil.example"})
+    assert evil.status_code == 403 and "cross-origin" in evil.json()["error"]
+    same = client.post("/api/predict", files={"audio": ("a.wav", wav)}, headers={"Origin": "http://127.0.0.1:8000"})
+    assert same.status_code == 200 and same.json()["emotion"]
+
+
+def test_11_a_length_and_chunked_together_are_refused(client):
+    r = client.post("/api/predict", content=b"x" * 1000,
+                    headers={"Content-Length": "10", "Transfer-Encoding": "chunked",
+                             "Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code in (400, 411) and "Transfer-Encoding" in r.json()["error"]
+
+
+def test_13_a_model_folder_never_chooses_a_vectors_file(trained_runs, tmp_path, sample_corpus):
+    import shutil
+
+    import torch
+
+    from mmfer.corpora import read_corpus
+    from mmfer.features.audio import load_audio
+    from mmfer.serve.predictor import Predictor
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs / "mmmf", run)
+    for f in run.glob("fold-*/model.pt"):
+        ck = torch.load(f, weights_only=True)
+        ck["features"]["lexical"] = {"kind": "lexical", "extractor": "static-vectors", "name": "passwd",
+                                     "source": "/etc/passwd", "dim": 384, "dtype": "float16"}
+        torch.save(ck, f)
+    row = read_corpus(sample_corpus).table.iloc[0]
+    with pytest.raises(MmferError, match="pass it yourself with --lexical"):
+        Predictor(run).predict(load_audio(row["audio"]), row["text"])
