@@ -164,3 +164,39 @@ def test_13_a_model_folder_never_chooses_a_vectors_file(trained_runs, tmp_path, 
     row = read_corpus(sample_corpus).table.iloc[0]
     with pytest.raises(MmferError, match="pass it yourself with --lexical"):
         Predictor(run).predict(load_audio(row["audio"]), row["text"])
+
+
+def test_2_manifest_rows_are_keyed_by_row_and_duplicate_ids_refused(tmp_path):
+    from mmfer.serve.batch import expand_inputs
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(1600, np.float32), 16000)
+    m = tmp_path / "m.csv"
+    m.write_text("audio,text\na.wav,one\na.wav,two\na.wav,three\n")
+    keys = [it.key for it in expand_inputs([m])]
+    assert len(set(keys)) == 3 and keys[0] == "m.csv:2"  # one file, three inputs
+    m.write_text("id,audio,text\nx,a.wav,one\nx,a.wav,two\n")
+    with pytest.raises(MmferError, match=r"m\.csv:3: duplicate id 'x'"):
+        expand_inputs([m])
+
+
+def test_4_8_an_output_is_locked_and_checked_before_any_work(tmp_path):
+    from mmfer.serve.batch import output_lock
+
+    out = tmp_path / "r.csv"
+    with output_lock(out):
+        assert (tmp_path / "r.csv.lock").read_text() == str(os.getpid())
+        with pytest.raises(MmferError, match="being written by another mmfer predict"), output_lock(out):
+            pass
+    assert not (tmp_path / "r.csv.lock").exists()
+    with pytest.raises(MmferError, match="does not exist"):
+        resume([Item("a.wav", "a")], tmp_path / "nodir" / "sub" / "r.csv", echo=lambda m: None)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if not os.access(ro, os.W_OK):  # root may write anywhere: the check then has nothing to refuse
+            with pytest.raises(MmferError, match="not writable"):
+                resume([Item("a.wav", "a")], ro / "r.csv", echo=lambda m: None)
+    finally:
+        ro.chmod(0o700)

@@ -195,9 +195,16 @@ LOCK = ".mmfer-prepare.lock"
 
 @contextlib.contextmanager
 def store_lock(store: Path) -> Iterator[None]:
-    """One ``prepare`` per store at a time: a lock file holding the writer's pid. A lock left by a
-    process that no longer runs (killed) is taken over."""
-    path = Path(store) / LOCK
+    """One ``prepare`` per store at a time."""
+    with pid_lock(Path(store) / LOCK, f"{store} is being written by another mmfer prepare"):
+        yield
+
+
+@contextlib.contextmanager
+def pid_lock(path: Path, busy: str) -> Iterator[None]:
+    """A lock file holding the writer's pid; ``busy`` says who holds it. A lock left by a process that no
+    longer runs (killed) is taken over."""
+    path = Path(path)
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -207,10 +214,12 @@ def store_lock(store: Path) -> Iterator[None]:
             except (OSError, ValueError):
                 pid = 0
             if pid and _alive(pid):
-                raise MmferError(f"{store} is being written by another mmfer prepare (pid {pid}); wait for it to "
-                                 f"finish (or remove {path} if that process is gone)") from None
+                raise MmferError(f"{busy} (pid {pid}); wait for it to finish (or remove {path} if that process is "
+                                 "gone)") from None
             path.unlink(missing_ok=True)  # stale: its writer is gone
             continue
+        except OSError as err:
+            raise MmferError(f"{path.parent}: cannot write there ({err.strerror}); choose a writable folder") from None
         with os.fdopen(fd, "w") as fh:
             fh.write(str(os.getpid()))
         break

@@ -14,6 +14,7 @@ file that cannot be read is a row with its error, not a crash.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -63,7 +64,7 @@ def _manifest_items(path: Path, allow_outside: bool) -> list[Item]:
         col = {c: next((lower[n] for n in names if n in lower), None) for c, names in ALIASES.items()}
         if col["audio"] is None:
             raise MmferError(f"{path}:1: a prediction manifest needs an audio column ({', '.join(ALIASES['audio'])})")
-        items = []
+        items, seen = [], set()
         for line, values in reader:
             if not any(v.strip() for v in values):
                 continue
@@ -84,7 +85,10 @@ def _manifest_items(path: Path, allow_outside: bool) -> list[Item]:
                 raise MmferError(f"{path}:{line}: start/end must be seconds or HH:MM:SS,mmm") from None
             start = None if math.isnan(start) else start
             end = None if math.isnan(end) else end
-            key = get("id") or (f"{audio}@{start}-{end}" if start is not None else str(audio))
+            key = get("id") or f"{path.name}:{line}"  # a row is an input: never keyed by its audio alone
+            if key in seen:
+                raise MmferError(f"{path}:{line}: duplicate id {key!r}: every row needs its own id (or none)")
+            seen.add(key)
             items.append(Item(str(audio), key, get("text") or None, get("speaker") or None, get("dialogue") or None,
                               start, end))
     return items
@@ -237,12 +241,27 @@ class Journal:
         self.partial.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def output_lock(out: Path | None):
+    """One batch run per output at a time (``OUT.lock`` holds the writer's pid, as prepare locks its store)."""
+    if out is None:
+        yield
+        return
+    from mmfer.features.store import pid_lock
+
+    output_format(out)
+    writable(out, "--out")
+    with pid_lock(Path(out).with_name(Path(out).name + ".lock"), f"{out} is being written by another mmfer predict"):
+        yield
+
+
 def resume(items: list[Item], out: Path | None,
            echo: Callable[[str], None] = print) -> tuple[Journal | None, list[Item]]:
     """The journal of ``out`` (None without one) and the inputs it does not hold yet."""
     if out is None:
         return None, list(items)
     output_format(out)
+    writable(out, "--out")
     journal = Journal(out)
     done = journal.load()
     todo = [it for it in items if it.key not in done]
@@ -369,8 +388,9 @@ class BatchPredictor:
         self.max_utterance = max_utterance
         self.min_seconds, self.max_seconds = min_seconds, max_seconds
 
-    def speaker_stats(self, items: list[Item], progress: Callable | None = None) -> dict[str, dict]:
-        """Statistics for each manifest speaker with enough recordings (short files or segments only)."""
+    def speaker_stats(self, items: list[Item], progress: bool = True) -> dict[str, dict]:
+        """Statistics for each manifest speaker with enough recordings (short files or segments only),
+        streamed: one recording is held at a time, only running sums are kept (with a progress bar)."""
         need = self.pred.speaker_min_utterances
         if need is None or not self.pred.needs_audio:
             return {}
@@ -378,13 +398,16 @@ class BatchPredictor:
         for it in items:
             if it.speaker:
                 by.setdefault(it.speaker, []).append(it)
-        out = {}
-        for spk, its in by.items():
-            if len(its) < need:
-                continue
+        from tqdm import tqdm
 
+        out = {}
+        todo = {spk: its for spk, its in by.items() if len(its) >= need}
+        bar = tqdm(total=sum(map(len, todo.values())), desc="speaker statistics", unit="file",
+                   disable=not progress or not todo)
+        for spk, its in todo.items():
             def signals(its=its):
                 for it in its:
+                    bar.update(1)
                     try:
                         yield load_audio(it.file, start=it.start, end=it.end, max_seconds=self.max_utterance)
                     except AudioError:
@@ -392,8 +415,7 @@ class BatchPredictor:
             stats = self.pred.speaker_statistics(signals())
             if stats:
                 out[spk] = stats
-            if progress:
-                progress(spk)
+        bar.close()
         return out
 
     def rows_for(self, item: Item, context: list[str], speaker: dict | None) -> list[dict]:
@@ -455,12 +477,34 @@ class BatchPredictor:
 
         Short inputs whose audio features were read ahead are predicted PREDICT_BATCH at a time
         (Predictor.predict_many); long recordings one segment at a time, in order."""
+
+
+        with output_lock(out):
+            return self._run(items, out, progress, echo, stats)
+
+    def _run(self, items: list[Item], out: Path | None, progress: bool, echo, stats) -> list[dict]:
         from tqdm import tqdm
 
         from mmfer.serve.predictor import Request
 
         journal, todo = resume(items, out, echo)
-        stats = self.speaker_stats(todo) if stats is None else stats
+        # speaker statistics and dialogue context come from *all* inputs, so a resumed run predicts exactly
+        # what an uninterrupted one would (the done inputs' transcripts are read back from the journal)
+        stats = self.speaker_stats(items) if stats is None else stats
+        said: dict[str, list[str]] = {}
+        for r in journal.rows if journal is not None else []:
+            if r.get("transcript"):
+                said.setdefault(r["key"], []).append(r["transcript"])
+        waiting = {it.key for it in todo}
+        done_before: dict[str, list[str]] = {}  # a pending input -> the done inputs' transcripts just before it
+        buffer: dict[str, list[str]] = {}
+        for it in items:
+            if not it.dialogue:
+                continue
+            if it.key in waiting:
+                done_before[it.key] = buffer.pop(it.dialogue, [])
+            else:
+                buffer.setdefault(it.dialogue, []).extend(said.get(it.key, []))
         contexts: dict[str, list[str]] = {}
         rows: list[dict] = []
         pending: list[tuple[Item, Unit, tuple, Request]] = []
@@ -482,6 +526,7 @@ class BatchPredictor:
         with ReadAhead(self, todo) as ahead:
             for k, it in enumerate(tqdm(todo, desc="predict", unit="file", disable=not progress)):
                 context = contexts.setdefault(it.dialogue, []) if it.dialogue else []
+                context.extend(done_before.get(it.key, []))  # inputs done earlier, in order
                 speaker = stats.get(it.speaker or "")
                 got = ahead.get(k)
                 if got is None:  # a long recording, or an input that fails: on its own, in order
@@ -563,10 +608,17 @@ def run_on(executor, batch: BatchPredictor, spec: PredictorSpec, items: list[Ite
            echo: Callable[[str], None] = print, progress: bool = True) -> list[dict]:
     """BatchPredictor.run with groups of inputs as units of work on ``executor``: the same rows (journalled,
     resumable), in input order. Speaker statistics are computed here, once, for every group."""
+
+    with output_lock(out):
+        return _run_on(executor, batch, spec, items, out, echo, progress)
+
+
+def _run_on(executor, batch: BatchPredictor, spec: PredictorSpec, items: list[Item], out: Path | None, echo,
+            progress: bool) -> list[dict]:
     from tqdm import tqdm
 
     journal, todo = resume(items, out, echo)
-    stats = batch.speaker_stats(todo)
+    stats = batch.speaker_stats(items, progress)
     size = max(1, min(64, -(-len(todo) // (4 * executor.cpus()))))
     chunks: list[list[int]] = []
     for g in groups_of(todo):

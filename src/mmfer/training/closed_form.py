@@ -102,6 +102,7 @@ class ExpertFit:
     val_logits: np.ndarray
     search: list[dict] = field(default_factory=list)
     basis: Basis | None = None
+    start: tuple | None = None  # (classes, coef, intercept) on the basis's coordinates: where inner fits begin
 
     def logits(self, x) -> np.ndarray:
         return np.asarray(x @ self.coef.T) + self.icpt
@@ -121,17 +122,17 @@ def fit_expert(x_train, y_train, x_val, y_val, n_classes: int, balanced: bool, o
         score = scores(y_val, logits.argmax(1), n_classes)[objective] if len(y_val) else 0.0
         search.append({"C": c, f"val_{objective}": score})
         if best is None or score > best[0]:
-            best = (score, c, coef, icpt, logits)
-    score, c, coef, icpt, logits = best
+            best = (score, c, coef, icpt, logits, (clf.classes_.copy(), clf.coef_.copy(), clf.intercept_.copy()))
+    score, c, coef, icpt, logits, start = best
     return ExpertFit(basis.lift(coef).astype(np.float32), icpt.astype(np.float32), c, score,
-                     logits.astype(np.float32), search, basis)
+                     logits.astype(np.float32), search, basis, start)
 
 
 def cross_fitted(fit: ExpertFit, x, y: np.ndarray, speakers: np.ndarray, n_classes: int, balanced: bool,
                  k: int = 5) -> np.ndarray:
     """Out-of-fold class scores (logits) of every training row: each speaker group scored by a model (the
     expert's C) fitted on the other groups, so no score comes from a model that saw its utterance or its
-    speaker."""
+    speaker. Each inner fit starts from the expert's own solution (most of it is shared)."""
     basis = fit.basis or Basis(x)
     z = basis(x)
     groups = np.array_split(np.unique(speakers), min(k, len(np.unique(speakers))))
@@ -140,7 +141,10 @@ def cross_fitted(fit: ExpertFit, x, y: np.ndarray, speakers: np.ndarray, n_class
         held = np.isin(speakers, g)
         if held.all() or len(np.unique(y[~held])) < 2:
             continue
-        clf = _fit(_regression(balanced), z[~held], y[~held], fit.C)
+        clf = _regression(balanced)
+        if fit.start is not None and np.array_equal(np.unique(y[~held]), fit.start[0]):
+            clf.coef_, clf.intercept_ = fit.start[1].copy(), fit.start[2].copy()
+        _fit(clf, z[~held], y[~held], fit.C)
         coef, icpt = _weights(clf, n_classes)
         out[held] = np.asarray(z[held] @ coef.T) + icpt
     return out
