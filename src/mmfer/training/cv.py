@@ -138,9 +138,11 @@ def summarize(model: str, classes: list[str], fold_metrics: list[dict], protocol
 def table(summaries: list[dict]) -> str:
     """The comparison table printed after cv/quickstart (%, mean ± std over folds; wall seconds per fold)."""
     keys = ("wa", "ua", "f1", "wf1")
-    lines = [f"{'model':<11} {'WA':>13} {'UA':>13} {'macro-F1':>13} {'weighted-F1':>13} {'s/fold':>7}", "-" * 75]
+    w = max([11, *(len(s["model"]) for s in summaries)])
+    lines = [f"{'model':<{w}} {'WA':>13} {'UA':>13} {'macro-F1':>13} {'weighted-F1':>13} {'s/fold':>7}",
+             "-" * (w + 64)]
     for s in summaries:
         cells = [f"{100 * s[k]['mean']:5.1f} ± {100 * s[k]['std']:4.1f}" if k in s else "" for k in keys]
         sec = s.get("seconds_per_fold", {}).get("mean", float("nan"))
-        lines.append(f"{s['model']:<11} " + " ".join(f"{c:>13}" for c in cells) + f" {sec:>7.1f}")
+        lines.append(f"{s['model']:<{w}} " + " ".join(f"{c:>13}" for c in cells) + f" {sec:>7.1f}")
     return "\n".join(lines)
