@@ -37,7 +37,8 @@ def test_predict_json_from_runs_folder(trained_runs, sample_corpus):
     assert sum(w["attention"] for w in res["words"]) == pytest.approx(1, abs=1e-4)
     assert sum(res["frames"]["attention"]) == pytest.approx(1, abs=1e-4)
     dur = len(load_audio(row["audio"])) / 16000
-    assert abs(len(res["frames"]["attention"]) * res["frames"]["seconds_per_step"] - dur) < 0.1
+    step = res["frames"]["seconds_per_step"]
+    assert abs(len(res["frames"]["attention"]) * step - dur) <= step  # the last step may be part-filled
     assert len(res["top_spans"]) == 3 and all(0 <= s["start"] < s["end"] <= dur + 0.05 for s in res["top_spans"])
 
 

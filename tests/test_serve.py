@@ -194,12 +194,13 @@ def test_real_browser_upload(browser_page, row, tmp_path):
 @pytest.mark.asr
 def test_real_browser_recording_is_transcribed(browser_page):
     """Record → the transcript box fills in from recognition → emotion shown; an edit re-runs."""
+    expect = pytest.importorskip("playwright.sync_api").expect
     page = browser_page()
     page.click("#rec")
-    page.wait_for_function("document.getElementById('recstate').textContent.includes('recording')")
+    expect(page.locator("#recstate")).to_contain_text("recording")  # no eval: the page's CSP forbids it
     page.wait_for_timeout(3500)
     page.click("#rec")
-    page.wait_for_function("document.getElementById('recstate').textContent.includes('recorded')", timeout=20_000)
+    expect(page.locator("#recstate")).to_contain_text("recorded", timeout=20_000)
     page.click("#go")
     _assert_result_panel(page)  # the page's own WAV encoding was accepted by the server
     heard = page.input_value("#text")
@@ -241,11 +242,12 @@ def test_real_browser_long_upload_shows_clickable_timeline(browser_page, sample_
 
 @pytest.mark.browser
 def test_real_browser_shows_server_errors(browser_page, tmp_path):
+    expect = pytest.importorskip("playwright.sync_api").expect
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF not really audio")
     page = browser_page()
     page.set_input_files("#file", str(bad))
     page.fill("#text", "hello")
     page.click("#go")
-    page.wait_for_function("document.getElementById('error').textContent.length > 0")
+    expect(page.locator("#error")).not_to_be_empty()
     assert "unreadable audio" in page.inner_text("#error") and not page.is_visible("#result")

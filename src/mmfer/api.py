@@ -136,7 +136,8 @@ class Prediction:
     def from_result(cls, res: dict, language: str | None = None) -> Prediction:
         return cls(emotion=res["emotion"], probabilities=res["probabilities"], gate=res.get("gate"),
                    frames=res.get("frames"), words=res.get("words"), transcript=res.get("transcript") or None,
-                   transcript_source=res.get("transcript_source"), language=language,
+                   transcript_source=res.get("transcript_source") if res.get("transcript_source") != "none" else None,
+                   language=language,
                    start=float(res.get("start") or 0.0), end=res.get("end"), normalisation=res.get("normalisation"),
                    model=res.get("model", ""), folds=res.get("folds", 0), details=res)
 
@@ -261,13 +262,16 @@ def to_16k(x: np.ndarray, sample_rate: int | None):
 
 
 def load(path: str | Path, asr: str | None = "auto", acoustic: str | Path | None = None,
-         lexical: str | Path | None = None, fold: int | None = None, language: str | None = None) -> Model:
+         lexical: str | Path | None = None, fold: int | None = None, language: str | None = None,
+         with_text: bool | None = None) -> Model:
     """A trained run (``mmfer cv --out``), a folder of runs (the most preferred model is used) or an export
     (``mmfer export``). ``asr``: 'auto' (the bundled Whisper-base when mmfer[asr] is installed), 'none', or a
     local faster-whisper folder; ``acoustic``/``lexical``: the encoder folders a model trained with local
     encoders needs (never taken from the model folder itself); ``fold``: one fold's model instead of the
-    ensemble of all folds."""
-    return Model(path, asr=asr, acoustic=acoustic, lexical=lexical, fold=fold, language=language)
+    ensemble of all folds. ``with_text``: from a folder of runs, prefer a model that reads words (default:
+    when a recogniser is on; pass True when you will type the transcripts yourself)."""
+    return Model(path, asr=asr, acoustic=acoustic, lexical=lexical, fold=fold, language=language,
+                 with_text=bool(with_text))
 
 
 def config(path: str | Path | None = None, **sections) -> MmferConfig:

@@ -59,6 +59,8 @@ class RayExecutor:
     """Units of work as Ray tasks. ``transfer``: the workers do not see this machine's storage, so a unit
     sends its output back instead of writing it (prepare's ``--ray-transfer``)."""
 
+    name = "Ray"
+
     def __init__(self, address: str, transfer: bool = False, retries: int = 1):
         self.address = address
         self.shared_storage = not transfer

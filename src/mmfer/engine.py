@@ -36,6 +36,7 @@ class Executor(Protocol):
 class Serial:
     """Every unit in this process, in order."""
 
+    name = "this process"
     shared_storage = True
 
     def map(self, fn: Callable, jobs: Sequence[tuple], cpus: int = 1, gpus: int = 0) -> Iterator[tuple[int, Any]]:
@@ -53,6 +54,8 @@ class Serial:
 
 class Local(Serial):
     """A process pool of ``workers`` on this machine (one unit, or one worker: in this process)."""
+
+    name = "local worker processes"
 
     def __init__(self, workers: int = 0):
         self.workers = workers or os.cpu_count() or 1

@@ -450,7 +450,8 @@ class BatchPredictor:
                 text, source = heard.text, "recognised"
         if self.pred.needs_text and not (text and text.strip()):
             raise MmferError("no transcript: nothing recognised in this segment" if self.asr else
-                             "no transcript: type it in the manifest's text column, or install recognition")
+                             f"model '{self.pred.name}' needs the transcript: pass --text (or a manifest's text "
+                             "column), or turn recognition on (pip install 'mmfer[asr]', --asr auto)")
         return text, source, words, lang
 
     def _row(self, res: dict, text: str | None, source: str, lang: str | None) -> dict:

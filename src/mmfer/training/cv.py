@@ -104,7 +104,8 @@ def _folds_on(executor, store_path: Path, folds: list, model: str, cfg: MmferCon
         else:
             todo.append(fold)
     if todo:
-        echo(f"{model}: {len(todo)} fold(s) submitted ({threads} CPU{'s' if threads > 1 else ''}"
+        echo(f"{model}: {len(todo)} fold(s) submitted to {getattr(executor, 'name', 'workers')} "
+             f"({threads} CPU{'s' if threads > 1 else ''}"
              f"{' and a GPU' if gpus else ''} each)")
     jobs = [(str(store_path), fold, model, cfg, classes, str(out)) for fold in todo]
     for i, m in executor.map(fold_job, jobs, cpus=threads, gpus=gpus):
