@@ -200,3 +200,34 @@ def test_4_8_an_output_is_locked_and_checked_before_any_work(tmp_path):
                 resume([Item("a.wav", "a")], ro / "r.csv", echo=lambda m: None)
     finally:
         ro.chmod(0o700)
+
+
+@pytest.mark.parametrize("start, end", [("2", "1"), ("-5", "1"), ("inf", "3"), ("1", "1e308"), ("1", "1")])
+def test_16_manifest_times_are_validated(tmp_path, start, end):
+    from mmfer.serve.batch import expand_inputs
+
+    sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16000)
+    m = tmp_path / "m.csv"
+    m.write_text(f"audio,start,end\na.wav,0,1\na.wav,{start},{end}\n")
+    with pytest.raises(MmferError, match=r"m\.csv:3: start .* need 0 <= start < end"):
+        expand_inputs([m])
+
+
+def test_5_export_force_removes_only_what_mmfer_wrote(trained_runs, tmp_path):
+    import shutil
+
+    from mmfer.runs import export
+
+    ex = export(trained_runs / "audio", tmp_path / "ex1")
+    export(trained_runs / "audio", ex, force=True)  # an earlier export alone: replaced
+    (ex / "README-mine.txt").write_text("mine")
+    (ex / "my-results").mkdir()
+    (ex / "my-results" / "r.csv").write_text("rows")
+    with pytest.raises(MmferError, match="files mmfer did not write"):
+        export(trained_runs / "audio", ex, force=True)
+    assert (ex / "README-mine.txt").read_text() == "mine" and (ex / "my-results" / "r.csv").is_file()
+    inner = ex / "inner-run"
+    shutil.copytree(trained_runs / "audio", inner)
+    with pytest.raises(MmferError, match="holds the run"):
+        export(inner, ex, force=True)
+    assert (inner / "fold-1" / "model.pt").is_file()

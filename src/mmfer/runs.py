@@ -199,6 +199,16 @@ def find_runs(path: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- export
 
+def _written(export_dir: Path) -> set[str]:
+    """The files an earlier export wrote (its marker lists them; older exports: mmfer's own names)."""
+    marker = read_json(export_dir / EXPORT_MARKER)
+    listed = marker.get("files") if isinstance(marker, dict) else None
+    if isinstance(listed, list):
+        return {str(f) for f in listed} | {EXPORT_MARKER}
+    return {EXPORT_MARKER, CONFIG, PROVENANCE} | {p.relative_to(export_dir).as_posix()
+                                                  for p in (export_dir / "models").glob("fold-*.pt")}
+
+
 def export(run: str | Path, out: str | Path, force: bool = False) -> Path:
     """Copy a run's fold models into a self-contained folder (weights, config, normalisation, features).
 
@@ -210,6 +220,8 @@ def export(run: str | Path, out: str | Path, force: bool = False) -> Path:
     out = Path(out).expanduser().resolve()
     if out == run or run in out.parents:
         raise MmferError(f"--out {out} lies inside the run {run}: choose a folder outside it")
+    if out in run.parents:
+        raise MmferError(f"--out {out} holds the run {run} itself: choose a folder outside it")
     if out.exists():
         if not out.is_dir():
             raise MmferError(f"{out} exists and is a file: choose a new folder for the export")
@@ -219,6 +231,12 @@ def export(run: str | Path, out: str | Path, force: bool = False) -> Path:
                                  "or empty folder")
             if not force:
                 raise MmferError(f"{out} holds an earlier export: pass --force to replace it")
+            foreign = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                             if p.relative_to(out).as_posix() not in _written(out) and not p.is_dir())
+            if foreign:
+                raise MmferError(f"{out} holds files mmfer did not write ({', '.join(foreign[:3])}"
+                                 f"{', ...' if len(foreign) > 3 else ''}): nothing was replaced; move them or choose "
+                                 "another --out")
     files = checkpoints(run)
     first = read_checkpoint(files[0])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,10 +249,11 @@ def export(run: str | Path, out: str | Path, force: bool = False) -> Path:
         for name in (CONFIG, PROVENANCE):
             if (run / name).is_file():
                 shutil.copy2(run / name, tmp / name)
+        written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         write_json(tmp / EXPORT_MARKER, {
             "model": first["model"], "classes": first["classes"], "folds": len(files), "kinds": first["kinds"],
             "features": first["features"], "frame_reduction": first["model_config"]["frame_reduction"],
-            "summary": read_json(run / SUMMARY) if (run / SUMMARY).is_file() else None})
+            "summary": read_json(run / SUMMARY) if (run / SUMMARY).is_file() else None, "files": written})
         if out.exists():  # empty, or an earlier export (checked above): move it aside, then swap
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             out.rename(old / "export")

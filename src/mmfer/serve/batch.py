@@ -32,6 +32,7 @@ from mmfer.features.audio import SAMPLE_RATE, AudioError, load_audio
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus"}
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
 MAX_UTTERANCE = 20.0  # seconds: a longer file is a recording to segment, not one utterance
+MAX_TIME = 7 * 24 * 3600.0  # a manifest time past a week is not a time in a recording
 CONTEXT_KEEP = 10  # preceding transcripts kept per conversation (the model uses at most its own k)
 
 
@@ -85,6 +86,12 @@ def _manifest_items(path: Path, allow_outside: bool) -> list[Item]:
                 raise MmferError(f"{path}:{line}: start/end must be seconds or HH:MM:SS,mmm") from None
             start = None if math.isnan(start) else start
             end = None if math.isnan(end) else end
+            if (start is None) != (end is None) and get("start") and get("end"):
+                raise MmferError(f"{path}:{line}: give both start and end, or neither")
+            if start is not None and end is not None and not (
+                    math.isfinite(start) and math.isfinite(end) and 0 <= start < end <= MAX_TIME):
+                raise MmferError(f"{path}:{line}: start {get('start')!r} / end {get('end')!r}: need 0 <= start < end, "
+                                 "finite seconds (or HH:MM:SS,mmm)")
             key = get("id") or f"{path.name}:{line}"  # a row is an input: never keyed by its audio alone
             if key in seen:
                 raise MmferError(f"{path}:{line}: duplicate id {key!r}: every row needs its own id (or none)")
