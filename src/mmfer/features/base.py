@@ -61,3 +61,12 @@ def stacked_layers(settings: dict[str, dict]) -> dict[str, int]:
     settings): the model learns a weighted sum of them."""
     return {k: int(s["stored_layers"]) for k, s in settings.items()
             if int(s.get("stored_layers", 1)) > 1 and s.get("hop_seconds")}
+
+
+def resolve_device(spec: str) -> str:
+    """An encoder's device: as asked, or 'auto' = the GPU when torch sees one."""
+    if spec != "auto":
+        return spec
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

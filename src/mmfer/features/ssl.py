@@ -23,7 +23,7 @@ import numpy as np
 
 from mmfer.errors import MmferError
 from mmfer.features.audio import SAMPLE_RATE, load_audio
-from mmfer.features.base import register_extractor
+from mmfer.features.base import register_extractor, resolve_device
 
 HOP_SECONDS = 0.02  # every supported encoder: 320 samples at 16 kHz per output frame
 CHUNK_SECONDS = 20.0
@@ -128,11 +128,7 @@ class SSLEncoder:
 
     @cached_property
     def device(self) -> str:
-        import torch
-
-        if self.device_spec != "auto":
-            return self.device_spec
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device_spec)
 
     @cached_property
     def processor(self):

@@ -37,7 +37,7 @@ import numpy as np
 
 from mmfer.errors import MmferError
 from mmfer.features.audio import SAMPLE_RATE, load_audio
-from mmfer.features.base import register_extractor
+from mmfer.features.base import register_extractor, resolve_device
 from mmfer.weights import MODEL_BIN_SHA256, WEIGHTS_HINT, WHISPER, bundled_whisper_dir, cache_dir
 
 HOP_SECONDS = 0.02  # one encoder frame per 2 mel frames of 10 ms
@@ -304,11 +304,7 @@ class WhisperEncoderFeatures:
 
     @cached_property
     def device(self) -> str:
-        import torch
-
-        if self.device_spec != "auto":
-            return self.device_spec
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device_spec)
 
     @cached_property
     def encoder(self):
