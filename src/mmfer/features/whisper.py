@@ -189,22 +189,17 @@ def hidden_states(encoder, mel):
 
 
 def parse_layers(spec: str, n_hidden: int) -> list[int]:
-    """'all' -> 0..n (0 = the embedding); 'last' -> [n]; '3,5' or '3-6' -> those."""
+    """The SSL encoders' layer spec ('all', '3,5', '3-6'; ``features.ssl.parse_layers``) plus 'last'; a
+    fixed average ('mean:A-B') is refused: the layers are stored side by side or pooled per layer."""
+    from mmfer.features.ssl import parse_layers as ssl_layers
+
     spec = str(spec).strip().lower()
-    if spec == "all":
-        return list(range(n_hidden + 1))
     if spec == "last":
         return [n_hidden]
-    try:
-        if "-" in spec:
-            a, b = (int(x) for x in spec.split("-", 1))
-            idx = list(range(a, b + 1))
-        else:
-            idx = [int(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise MmferError(f"Whisper layers {spec!r}: use 'all', 'last', a list like '3,6' or a range '2-5'") from None
-    if not idx or not all(0 <= i <= n_hidden for i in idx):
-        raise MmferError(f"Whisper layers {spec!r}: the encoder has hidden states 0-{n_hidden}")
+    idx, averaged = ssl_layers(spec, n_hidden)
+    if averaged:
+        raise MmferError(f"Whisper layers {spec!r}: use 'all', 'last', a list like '3,6' or a range '2-5' (no "
+                         "'mean:', the model mixes the layers itself)")
     return idx
 
 
