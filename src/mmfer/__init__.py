@@ -9,7 +9,8 @@ The names below come from ``mmfer.api``, imported on first use so that ``import 
 
 __version__ = "0.1.0"
 
-_API = ("prepare", "cross_validate", "report", "load", "config", "Model", "Prediction", "Summary", "MmferError")
+_API = ("prepare", "cross_validate", "compare", "report", "load", "config", "Model", "Prediction", "Summary",
+        "MmferError")
 __all__ = ["__version__", *_API]
 
 

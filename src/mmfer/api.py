@@ -66,12 +66,15 @@ class Summary:
     wf1: dict
     seconds_per_fold: dict
     confusion: list[list[int]]
+    intervals: dict | None = None   # pooled test scores, each with its bootstrap interval (value, low, high)
+    seeds: dict | None = None       # with several seeds: the seeds, and mean ± std over them
     path: Path | None = None
 
     @classmethod
     def from_dict(cls, d: dict, path: Path | None = None) -> Summary:
-        names = set(cls.__dataclass_fields__) - {"path"}
-        return cls(**{k: d[k] for k in names}, path=path)
+        optional = {"intervals", "seeds"}
+        names = set(cls.__dataclass_fields__) - {"path"} - optional
+        return cls(**{k: d[k] for k in names}, **{k: d.get(k) for k in optional}, path=path)
 
     @classmethod
     def read(cls, run: str | Path) -> Summary:
@@ -97,6 +100,14 @@ def cross_validate(store: str | Path, model: str = "mmmf", config: MmferConfig |
     summary = run_cv(store, model, cfg, out, progress=progress, echo=echo, only=folds,
                      executor=executor_for(ray) if ray else None)
     return Summary.from_dict(summary, out)
+
+
+def compare(run_a: str | Path, run_b: str | Path, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """A - B on the same test utterances (``mmfer compare``): paired bootstrap intervals and p-values per
+    metric, a sign-flip test over folds, McNemar, per-class recall differences."""
+    from mmfer.analysis.compare import compare as compare_runs
+
+    return compare_runs(run_a, run_b, n_boot=n_boot, level=level, seed=seed)
 
 
 def report(runs: str | Path | list[str | Path], out: str | Path | None = None, store: str | Path | None = None) -> Path:
@@ -147,18 +158,18 @@ class Model:
 
     def __init__(self, path: str | Path, asr: str | None = "auto", acoustic: str | Path | None = None,
                  lexical: str | Path | None = None, fold: int | None = None, language: str | None = None,
-                 with_text: bool = True, max_utterance: float = 20.0):
+                 with_text: bool = True, max_utterance: float = 20.0, seed: int | None = None):
         from mmfer.serve.batch import BatchPredictor
         from mmfer.serve.predictor import Predictor, resolve_model_dir
         from mmfer.speech.asr import recogniser
 
         rec = recogniser(asr, language=language) if asr not in (None, "none") else None
         self.predictor = Predictor(resolve_model_dir(path, with_text=with_text or rec is not None), fold=fold,
-                                   lexical=lexical, acoustic=acoustic)
+                                   lexical=lexical, acoustic=acoustic, seed=seed)
         self.recogniser = rec if self.predictor.needs_text else None
         self.language = language
         self.batch = BatchPredictor(self.predictor, self.recogniser, language=language, max_utterance=max_utterance)
-        self.spec = dict(fold=fold, lexical=None if lexical is None else str(lexical),
+        self.spec = dict(fold=fold, seed=seed, lexical=None if lexical is None else str(lexical),
                          acoustic=None if acoustic is None else str(acoustic),
                          asr=asr if self.recogniser is not None else None, language=language,
                          max_utterance=max_utterance)
@@ -263,15 +274,16 @@ def to_16k(x: np.ndarray, sample_rate: int | None):
 
 def load(path: str | Path, asr: str | None = "auto", acoustic: str | Path | None = None,
          lexical: str | Path | None = None, fold: int | None = None, language: str | None = None,
-         with_text: bool | None = None) -> Model:
+         with_text: bool | None = None, seed: int | None = None) -> Model:
     """A trained run (``mmfer cv --out``), a folder of runs (the most preferred model is used) or an export
     (``mmfer export``). ``asr``: 'auto' (the bundled Whisper-base when mmfer[asr] is installed), 'none', or a
     local faster-whisper folder; ``acoustic``/``lexical``: the encoder folders a model trained with local
     encoders needs (never taken from the model folder itself); ``fold``: one fold's model instead of the
-    ensemble of all folds. ``with_text``: from a folder of runs, prefer a model that reads words (default:
+    ensemble of all folds (and all seeds of a run of several; ``seed``: that seed's models
+    only). ``with_text``: from a folder of runs, prefer a model that reads words (default:
     when a recogniser is on; pass True when you will type the transcripts yourself)."""
     return Model(path, asr=asr, acoustic=acoustic, lexical=lexical, fold=fold, language=language,
-                 with_text=bool(with_text))
+                 with_text=bool(with_text), seed=seed)
 
 
 def config(path: str | Path | None = None, **sections) -> MmferConfig:
@@ -281,4 +293,5 @@ def config(path: str | Path | None = None, **sections) -> MmferConfig:
     return load_config(path, sections)
 
 
-__all__ = ["prepare", "cross_validate", "report", "load", "config", "Model", "Prediction", "Summary", "MmferError"]
+__all__ = ["prepare", "cross_validate", "compare", "report", "load", "config", "Model", "Prediction", "Summary",
+           "MmferError"]

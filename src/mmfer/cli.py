@@ -161,6 +161,11 @@ def cv_cmd(
     out: Path = typer.Option(..., "--out", help="Run folder; an interrupted run resumes at the next fold."),
     pooling: str = typer.Option(None, "--pooling", help="Override model.pooling: attention, mean or last."),
     seed: int = typer.Option(None, "--seed", help="Override train.seed."),
+    seeds: str = typer.Option(None, "--seeds", help="Train every fold once per seed, e.g. 0,1,2 (train.seeds): the "
+                              "summary gives the spread over folds and over seeds; predict averages all of them."),
+    folds_file: Path = typer.Option(None, "--folds-file", help="A fixed partition (train.protocol file): another "
+                                    "run's folds.json (or the run folder), a .json/.csv of utt_id -> fold (optional "
+                                    "split column), or an EmoBox corpus folder (data/<corpus>/ with fold_1/ ...)."),
     max_epochs: int = typer.Option(None, "--max-epochs", min=1, help="Override train.max_epochs."),
     protocol: str = typer.Option(None, "--protocol", help="Override train.protocol: auto, loso-session, "
                                  "loso-speaker, kfold-speaker or split."),
@@ -189,6 +194,12 @@ def cv_cmd(
     for key, value in (("protocol", protocol), ("objective", objective)):
         if value:
             overrides["train"][key] = value
+    if seeds:
+        overrides["train"]["seeds"] = parse_seeds(seeds)
+    if folds_file is not None:
+        if protocol and protocol != "file":
+            raise MmferError(f"--folds-file and --protocol {protocol} do not combine: the file is the protocol")
+        overrides["train"].update(protocol="file", folds_file=str(folds_file.expanduser().resolve()))
     cfg = load_config(config, overrides)
     if ray and distributed:
         raise MmferError("--ray and --distributed do not combine: Ray runs folds side by side, torchrun runs one "
@@ -208,6 +219,35 @@ def cv_cmd(
         typer.echo(f"\nrun written to {Path(out).resolve()}")
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise MmferError(f"--seeds {text}: give whole numbers separated by commas, e.g. 0,1,2") from None
+    if not out or len(set(out)) != len(out):
+        raise MmferError(f"--seeds {text}: give distinct seeds, e.g. 0,1,2")
+    return out
+
+
+@app.command("compare")
+def compare_cmd(
+    run_a: Path = typer.Argument(..., help="A finished cv run (A)."),
+    run_b: Path = typer.Argument(..., help="Another run on the same test utterances (B); differences are A - B."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    n_boot: int = typer.Option(1000, "--bootstrap", min=100, help="Paired bootstrap resamples."),
+    level: float = typer.Option(0.95, "--level", min=0.5, max=0.999, help="Interval coverage."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the resampling (same seed, same numbers)."),
+) -> None:
+    """Is A better than B? Paired bootstrap of each metric's difference (speakers, then their utterances),
+    a sign-flip test over folds, McNemar on utterance correctness, and per-class recall differences."""
+    import json
+
+    from mmfer.analysis.compare import compare, format_compare
+
+    r = compare(run_a, run_b, n_boot=n_boot, level=level, seed=seed)
+    typer.echo(json.dumps(r, indent=2) if as_json else format_compare(r))
+
+
 @app.command("report")
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="cv run folder(s), or a folder holding several (e.g. runs/)."),
@@ -221,6 +261,8 @@ def report_cmd(
     typer.echo(f"report written: {path}")
 
 
+SEED_HELP = ("A run trained with several --seeds: use that seed's models only (default: every seed's, averaged "
+             "with every fold's).")
 ASR_HELP = ("Speech recognition for transcripts: 'auto' (the bundled Whisper-base when mmfer\\[asr] is installed), "
             "'none', or a local faster-whisper model folder (e.g. a larger Whisper). Typed transcripts win.")
 
@@ -247,6 +289,7 @@ def predict_cmd(
     speaker_audio: list[Path] = typer.Option(None, "--speaker-audio", help="Other recordings of the same voice "
                                              "(repeat): enough of them give per-speaker normalisation."),
     fold: int = typer.Option(None, "--fold", help="Use one fold's model instead of the ensemble of all folds."),
+    seed: int = typer.Option(None, "--seed", help=SEED_HELP),
     lexical: Path = typer.Option(None, "--lexical", help=LEXICAL_TRUST_HELP),
     acoustic: Path = typer.Option(None, "--acoustic", help=ACOUSTIC_TRUST_HELP),
     allow_outside: bool = typer.Option(False, "--allow-outside", help=OUTSIDE_HELP),
@@ -269,7 +312,7 @@ def predict_cmd(
         check_plot_target(plot, [Path(it.file) for it in items], out)
     typed = bool(text) or any(it.text for it in items)
     m = Model(model, asr=None if text and single else asr, acoustic=acoustic, lexical=lexical, fold=fold,
-              language=language, with_text=typed, max_utterance=max_utterance)
+              language=language, with_text=typed, max_utterance=max_utterance, seed=seed)
     if m.predictor.needs_text and not typed and m.recogniser is None and asr == "auto" and not available():
         typer.echo("note: no transcript and no recogniser (pip install 'mmfer[asr]'); using audio only", err=True)
     if text and not m.predictor.needs_text:
@@ -372,6 +415,7 @@ def serve_cmd(
     language: str = typer.Option(None, "--language", help="Spoken language for recognition (default: detected)."),
     max_utterance: float = typer.Option(20.0, "--max-utterance", min=1.0, help="Longer uploads are cut into "
                                         "segments and shown as a timeline."),
+    seed: int = typer.Option(None, "--seed", help=SEED_HELP),
 ) -> None:
     """Serve the local web demo: upload or record audio; the transcript is recognised (editable) or typed; see
     what the model saw, or a long recording's timeline."""
@@ -385,7 +429,7 @@ def serve_cmd(
                                                                                           "::1")
     app_ = create_app(model, max_bytes=int(max_mb * 1e6), max_seconds=max_seconds, allowed_hosts=hosts,
                       lexical=lexical, acoustic=acoustic, asr=asr, language=language,
-                      max_utterance=max_utterance)
+                      max_utterance=max_utterance, seed=seed)
     typer.echo(f"mmfer demo on http://{host}:{port}/  (Ctrl-C to stop)")
     uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 

@@ -111,10 +111,15 @@ class TrainConfig(_Strict):
                           "IEMOCAP figure; with class-weighted loss) or weighted F1 (MELD's; unweighted loss)")
     class_weighted: bool = Field(True, description="class-weighted loss when the objective is UA")
     seed: int = 0
+    seeds: list[int] = Field(default_factory=list, description="several training seeds (--seeds 0,1,2): every fold "
+                             "is trained once per seed into the same run (fold-N-seed-S/); predict and serve "
+                             "average all of them; empty = train.seed alone")
     val_speakers: int = Field(2, ge=1, description="training speakers held out for model selection")
-    protocol: Literal["auto", "loso-session", "loso-speaker", "kfold-speaker", "split"] = Field(
+    protocol: Literal["auto", "loso-session", "loso-speaker", "kfold-speaker", "split", "file"] = Field(
         "auto", description="evaluation protocol; auto = split if the corpus has one, else leave one session out "
-                            "with 2+ sessions, else kfold-speaker")
+                            "with 2+ sessions, else kfold-speaker; file = the partition in folds_file")
+    folds_file: str | None = Field(None, description="protocol file: a run's folds.json, a .json/.csv of utt_id -> "
+                                   "fold (optional split), or an EmoBox corpus folder (fold_1/ ...)")
     folds: int = Field(5, ge=2, description="speaker groups for kfold-speaker")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda'")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
@@ -127,8 +132,18 @@ class TrainConfig(_Strict):
     finetune_lexical: bool = Field(False, description="train the text encoder with the model (for a GPU: on CPU "
                                    "it is slow and did not pay); the stored vectors stay for sentence and context")
     finetune_lr: float = Field(2e-5, gt=0, description="learning rate of the fine-tuned text encoder")
+    bootstrap: int = Field(1000, ge=100, description="bootstrap resamples for the summary's confidence "
+                           "intervals (speakers, then utterances within them)")
     init_from: dict[str, str] = Field(default_factory=dict, description="mmmf two-stage recipe: "
                                       "{'audio': RUN_DIR, 'text': RUN_DIR} of trained unimodal runs")
+
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds {v}: each seed once")
+        return v
 
 
 class MmferConfig(_Strict):

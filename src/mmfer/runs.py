@@ -4,10 +4,13 @@ Layout of a cross-validation run (``mmfer cv --out RUN``)::
 
     config.yaml              the run's configuration (features, model, train): loads with --config as it is
     provenance.json          what it was made of: model, store, the streams' feature settings, versions
-    summary.json             written last: mean ± std over folds, pooled confusion (its presence = finished)
+    folds.json               the partition used (each fold's train/val/test ids): --folds-file reproduces it
+    summary.json             written last: mean ± std over folds (and seeds), intervals, pooled confusion
+                             (its presence = finished)
     fold-N/model.pt          checkpoint (format below), loaded with weights_only=True
     fold-N/predictions.parquet  test utterances: probabilities, attention per stream, gate
     fold-N/metrics.json      written last in the fold: its presence = fold done (resume skips it)
+    fold-N-seed-S/...        the same, once per seed, in a run of several seeds (``--seeds``)
 
 Layout of an export (``mmfer export RUN --out DIR``)::
 
@@ -20,6 +23,7 @@ The checkpoint format is ``models.checkpoint``'s; this module knows where checkp
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,26 +46,50 @@ CHECKPOINT = "model.pt"
 EXPORT_MARKER = "mmfer-model.json"
 
 
-def fold_dir(run: Path, index: int) -> Path:
-    """Folder of fold ``index`` (0-based) of a run."""
-    return Path(run) / f"fold-{index + 1}"
+FOLDS = "folds.json"
+
+
+def fold_dir(run: Path, index: int, seed: int | None = None) -> Path:
+    """Folder of fold ``index`` (0-based) of a run; ``seed``: that seed's copy in a run of several seeds."""
+    return Path(run) / (f"fold-{index + 1}" if seed is None else f"fold-{index + 1}-seed-{seed}")
+
+
+def _fold_of(name: str) -> tuple[int, int | None]:
+    """(1-based fold, seed or None) of a fold folder or exported checkpoint name (0 for a foreign name)."""
+    m = re.fullmatch(r"fold-(\d+)(?:-seed-(-?\d+))?", name)
+    if not m:
+        return 0, None
+    return int(m.group(1)), (int(m.group(2)) if m.group(2) is not None else None)
+
+
+def _order(name: str) -> tuple[int, int]:
+    fold, seed = _fold_of(name)
+    return fold, -(2 ** 31) if seed is None else seed
 
 
 def is_export(path: Path) -> bool:
     return (Path(path) / EXPORT_MARKER).is_file()
 
 
-def checkpoints(path: Path, fold: int | None = None) -> list[Path]:
-    """The fold checkpoints of a run or an export (``fold``: 1-based, one fold only)."""
+def checkpoints(path: Path, fold: int | None = None, seed: int | None = None) -> list[Path]:
+    """The fold checkpoints of a run or an export, every seed's (``fold``: 1-based, one fold only;
+    ``seed``: one seed of a run of several)."""
     path = Path(path)
     if is_export(path):
-        files = sorted((path / "models").glob("fold-*.pt"))
+        files = sorted((path / "models").glob("fold-*.pt"), key=lambda f: _order(f.stem))
     else:
-        files = sorted(path.glob(f"fold-*/{CHECKPOINT}"))
+        files = sorted(path.glob(f"fold-*/{CHECKPOINT}"), key=lambda f: _order(f.parent.name))
+    name = (lambda f: f.stem) if is_export(path) else (lambda f: f.parent.name)
     if fold is not None:
-        files = [f for f in files if f.parent.name == f"fold-{fold}" or f.stem == f"fold-{fold}"]
+        files = [f for f in files if _fold_of(name(f))[0] == fold]
         if not files:
             raise MmferError(f"{path}: no fold {fold}")
+    if seed is not None:
+        seeds = sorted({_fold_of(name(f))[1] for f in files} - {None})
+        files = [f for f in files if _fold_of(name(f))[1] == seed]
+        if not files:
+            raise MmferError(f"{path}: no seed {seed}" + (f" (its seeds: {', '.join(map(str, seeds))})" if seeds
+                                                          else " (a run of one seed: leave --seed out)"))
     if not files:
         raise MmferError(f"{path} holds no trained model (expected fold-*/{CHECKPOINT} of `mmfer cv`, or an "
                          "`mmfer export` folder)")
@@ -103,13 +131,27 @@ def resolve_model_dir(path: str | Path, modalities: tuple[str, ...]) -> Path:
 
 # ---------------------------------------------------------------- config and summary
 
+def _comparable(config: dict) -> dict:
+    """A config as the resume check compares it: every field filled with its default (a run made before a
+    field existed still matches), the list of seeds left out (a run may gain seeds)."""
+    from mmfer.config import MmferConfig
+
+    try:
+        full = MmferConfig.model_validate(config).model_dump()
+    except Exception:  # noqa: BLE001 - an unreadable old config simply does not match
+        return {"unreadable": config}
+    full["train"].pop("seeds", None)
+    return full
+
+
 def write_config(run: Path, config: dict, provenance: dict) -> None:
     """Write the run's config (the full ``features``/``model``/``train`` sections, loadable with --config)
     and its provenance; refuse to mix with an earlier run of other settings in the same folder."""
     text = yaml.safe_dump(config, sort_keys=False)
     cfg_file, prov_file = Path(run) / CONFIG, Path(run) / PROVENANCE
     same = ("model", "store", "features")
-    if cfg_file.is_file() and (cfg_file.read_text() != text or not prov_file.is_file() or
+    if cfg_file.is_file() and (_comparable(yaml.safe_load(cfg_file.read_text()) or {}) != _comparable(config) or
+                               not prov_file.is_file() or
                                {k: read_json(prov_file).get(k) for k in same} != {k: provenance.get(k) for k in same}):
         raise MmferError(f"{run} holds a run with another model or config; resume it with the same settings "
                          f"(see {cfg_file}) or choose a new --out")
@@ -139,15 +181,19 @@ def versions() -> dict[str, str]:
     return out
 
 
-def fold_done(run: Path, index: int) -> dict | None:
+def fold_done(run: Path, index: int, seed: int | None = None) -> dict | None:
     """The metrics of a finished fold, or None."""
-    f = fold_dir(run, index) / METRICS
+    f = fold_dir(run, index, seed) / METRICS
     return read_json(f) if f.is_file() else None
 
 
-def write_fold(run: Path, index: int, predictions: pd.DataFrame, metrics: dict) -> None:
+def fold_predictions(run: Path, index: int, seed: int | None = None) -> pd.DataFrame:
+    return pd.read_parquet(fold_dir(run, index, seed) / PREDICTIONS)
+
+
+def write_fold(run: Path, index: int, predictions: pd.DataFrame, metrics: dict, seed: int | None = None) -> None:
     """Predictions, then metrics.json last: its presence marks the fold as done."""
-    d = fold_dir(run, index)
+    d = fold_dir(run, index, seed)
     with atomic_path(d / PREDICTIONS) as tmp:
         predictions.to_parquet(tmp, index=False)
     write_json(d / METRICS, metrics)
@@ -179,9 +225,14 @@ class Run:
         self.provenance = read_provenance(self.path)
         self.name = self.summary["model"]
         self.classes = self.summary["classes"]
-        self.folds = [read_json(p) for p in sorted(self.path.glob(f"fold-*/{METRICS}"))]
-        self.predictions = pd.concat([pd.read_parquet(p) for p in sorted(self.path.glob(f"fold-*/{PREDICTIONS}"))],
-                                     ignore_index=True)
+        dirs = sorted((p.parent for p in self.path.glob(f"fold-*/{METRICS}")), key=lambda d: _order(d.name))
+        self.folds = [read_json(d / METRICS) for d in dirs]
+        frames = []
+        for d in dirs:
+            p = pd.read_parquet(d / PREDICTIONS)
+            p["seed"] = _fold_of(d.name)[1]
+            frames.append(p)
+        self.predictions = pd.concat(frames, ignore_index=True)
         self.steps = seconds_per_step(self.provenance.get("features", {}),
                                       self.config.get("model", {}).get("frame_reduction", 1))
 

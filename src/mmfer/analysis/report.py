@@ -65,6 +65,7 @@ def build_report(run_paths: list[str | Path], out: str | Path, store: str | Path
              "</head><body><h1>mmfer report</h1>",
              f"<p class='muted'>runs: {', '.join(html.escape(str(r.path)) for r in runs)}</p>"]
     parts.append(_results(runs))
+    parts.append(_against_baseline(runs))
     parts.append(_confusions(runs))
     parts.append(_gate(runs))
     parts.append(_examples(runs, table, n_examples))
@@ -79,12 +80,18 @@ def _results(runs: list[Run]) -> str:
     protocols = sorted({r.summary.get("protocol") or "loso-session" for r in runs})
     rows = [f"<section id='results'><h2>Results</h2><p>Protocol: {html.escape(', '.join(protocols))}; mean ± std "
             "over folds. WA = accuracy, UA = mean per-class recall, F1 = macro-F1, wF1 = support-weighted F1 (%); "
-            "s/fold = wall seconds per fold. Baselines (audio-svm, text-tfidf) ran on the same folds.</p>"
-            "<table><tr><th>model</th><th>WA</th><th>UA</th><th>macro-F1</th><th>wF1</th><th>s/fold</th></tr>"]
+            "s/fold = wall seconds per fold. Baselines (audio-svm, text-tfidf) ran on the same folds. "
+            "<i>UA pooled</i>: UA of all test predictions together, with its 95 % interval from a bootstrap over "
+            "test speakers, then their utterances.</p>"
+            "<table><tr><th>model</th><th>WA</th><th>UA</th><th>macro-F1</th><th>wF1</th><th>UA pooled [95 %]</th>"
+            "<th>s/fold</th></tr>"]
     for r in runs:
         s = r.summary
         cells = "".join(f"<td>{100 * s[k]['mean']:.1f} ± {100 * s[k]['std']:.1f}</td>" if k in s else "<td></td>"
                         for k in ("wa", "ua", "f1", "wf1"))
+        iv = (s.get("intervals") or {}).get("ua")
+        cells += (f"<td>{100 * iv['value']:.1f} [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]</td>" if iv
+                  else "<td></td>")
         sec = s.get("seconds_per_fold", {}).get("mean")
         rows.append(f"<tr><td>{html.escape(r.name)}</td>{cells}<td>{'' if sec is None else f'{sec:.1f}'}</td></tr>")
     rows.append("</table><h3>Per fold</h3><table><tr><th>model</th><th>test</th><th>n</th><th>WA</th><th>UA</th>"
@@ -96,6 +103,29 @@ def _results(runs: list[Run]) -> str:
                         f"<td>{100 * f['f1']:.1f}</td><td>{f.get('best_epoch', '')}</td></tr>")
     rows.append("</table></section>")
     return "".join(rows)
+
+
+def _against_baseline(runs: list[Run]) -> str:
+    """Each run minus the best baseline on the same test utterances (`mmfer compare`'s paired bootstrap)."""
+    from mmfer.analysis.compare import NAMES, against_baseline
+
+    found = against_baseline(runs)
+    if found is None:
+        return ""
+    best, rows = found
+    head = "".join(f"<th>{NAMES[m]}</th>" for m in ("wa", "ua", "f1", "wf1"))
+    parts = [f"<section id='versus-baseline'><h2>Against the best baseline</h2><p>Difference from <b>"
+             f"{html.escape(best)}</b> (percentage points) with its 95 % interval: a paired bootstrap of test "
+             "speakers, then their utterances (both runs on the same resamples); p: two-sided, bootstrap; McNemar "
+             "on utterance correctness. <code>mmfer compare RUN BASELINE</code> gives the full comparison.</p>"
+             f"<table><tr><th>model</th>{head}<th>p (UA)</th><th>McNemar p</th></tr>"]
+    for r in rows:
+        cells = "".join(f"<td>{100 * r['metrics'][m]['diff']:+.1f} [{100 * r['metrics'][m]['low']:+.1f}, "
+                        f"{100 * r['metrics'][m]['high']:+.1f}]</td>" for m in ("wa", "ua", "f1", "wf1"))
+        parts.append(f"<tr><td>{html.escape(r['a'])}</td>{cells}<td>{r['metrics']['ua']['p']:.3f}</td>"
+                     f"<td>{r['mcnemar']['p']:.3f}</td></tr>")
+    parts.append("</table></section>")
+    return "".join(parts)
 
 
 def _confusions(runs: list[Run]) -> str:

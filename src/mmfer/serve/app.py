@@ -102,7 +102,7 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
                allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1"),
                lexical: str | Path | None = None, acoustic: str | Path | None = None, asr: str | None = "auto",
                language: str | None = None,
-               max_utterance: float = 20.0) -> FastAPI:
+               max_utterance: float = 20.0, seed: int | None = None) -> FastAPI:
     """The demo app. ``allowed_hosts``: Host header values answered (against DNS rebinding); ``lexical``:
     a text encoder folder the user vouches for (see Predictor); ``asr``: the recogniser that fills in a
     missing transcript (speech.asr.recogniser; 'none' = off); an upload longer than ``max_utterance``
@@ -117,7 +117,7 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
         with contextlib.suppress(MmferError):
             folder = resolve_model_dir(model, with_text=with_text)
             if folder not in loaded:
-                loaded[folder] = Predictor(folder, lexical=lexical, acoustic=acoustic)
+                loaded[folder] = Predictor(folder, lexical=lexical, acoustic=acoustic, seed=seed)
             predictors[role] = loaded[folder]
     if not predictors:
         raise MmferError(f"no trained model in {model}")

@@ -572,6 +572,7 @@ class PredictorSpec:
 
     model_dir: str
     fold: int | None = None
+    seed: int | None = None
     lexical: str | None = None
     acoustic: str | None = None
     asr: str | None = None
@@ -582,7 +583,8 @@ class PredictorSpec:
         from mmfer.serve.predictor import Predictor
         from mmfer.speech.asr import recogniser
 
-        pred = Predictor(Path(self.model_dir), fold=self.fold, lexical=self.lexical, acoustic=self.acoustic)
+        pred = Predictor(Path(self.model_dir), fold=self.fold, lexical=self.lexical, acoustic=self.acoustic,
+                         seed=self.seed)
         rec = recogniser(self.asr, language=self.language) if self.asr and pred.needs_text else None
         return BatchPredictor(pred, rec, language=self.language, max_utterance=self.max_utterance, read_ahead=False)
 

@@ -42,7 +42,7 @@ def resolve_model_dir(path: str | Path, with_text: bool) -> Path:
 
 class Predictor:
     def __init__(self, path: str | Path, fold: int | None = None, lexical: str | Path | None = None,
-                 acoustic: str | Path | None = None):
+                 acoustic: str | Path | None = None, seed: int | None = None):
         """``lexical``/``acoustic``: the text / speech encoder folders the user vouches for. A model folder's
         own record of where its encoders lay is never loaded by itself (it could point anywhere); only the
         bundled MiniLM and openSMILE are."""
@@ -52,7 +52,7 @@ class Predictor:
         self.acoustic_source = None if acoustic is None else str(Path(str(acoustic).removeprefix("hf:"))
                                                                  .expanduser().resolve())
         self.models, self.ckpts = [], []
-        for f in runs.checkpoints(self.path, fold):
+        for f in runs.checkpoints(self.path, fold, seed):
             model, ckpt = runs.load_checkpoint(f, self.lexical_source)
             self.models.append(model)
             self.ckpts.append(ckpt)

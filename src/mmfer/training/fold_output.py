@@ -32,13 +32,16 @@ def finish_fold(store: FeatureStore, fold: Fold, model: nn.Module, cfg: MmferCon
     pred = test["probs"].argmax(1)
     result = scores(labels, pred, len(classes))
     normalise = {"mode": data.normalise, "speaker_min_utterances": cfg.features.speaker_min_utterances}
-    metrics = {"fold": fold.name, "test": fold.name, "test_speakers": fold.test_speakers,
+    seed = {"seed": fold.seed} if fold.seed is not None else {}
+    metrics = {"fold": fold.name, "test": fold.name, **seed, "test_speakers": fold.test_speakers,
                "val_speakers": fold.val_speakers, "n_train": len(data.train_ids), "n_val": len(data.val_ids),
                "n_test": len(data.test_ids), "normalise": data.normalise,
                **({"normalise_scores": data.views} if data.views else {}), **extra_metrics, "classes": classes,
                **result, "seconds": round(time.perf_counter() - started, 3)}
     n = len(data.test_ids)
-    columns = {"utt_id": data.test_ids, "fold": fold.name, "true": [classes[i] for i in labels],
+    speaker = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"].astype(str)))
+    columns = {"utt_id": data.test_ids, "fold": fold.name, "speaker": [speaker[u] for u in data.test_ids],
+               "true": [classes[i] for i in labels],
                "pred": [classes[i] for i in pred], "probs": [p.tolist() for p in test["probs"]]}
     for s in STREAMS.values():  # every attention column, empty where this model has no such stream
         if s.attention_column:
@@ -47,8 +50,9 @@ def finish_fold(store: FeatureStore, fold: Fold, model: nn.Module, cfg: MmferCon
     columns["gate"] = test["gate"]
     predictions = pd.DataFrame(columns)
     features = {k: store.features[k].meta["settings"] for k in data.dims if k in store.features}
-    runs.save_checkpoint(runs.fold_dir(run_dir, fold.index) / runs.CHECKPOINT, model, cfg.model, classes, data.dims,
+    ckpt = runs.fold_dir(run_dir, fold.index, fold.seed) / runs.CHECKPOINT
+    runs.save_checkpoint(ckpt, model, cfg.model, classes, data.dims,
                          {k: n.train for k, n in data.norms.items()}, features,
                          {"normalise": normalise, **(extra_checkpoint or {})})
-    runs.write_fold(run_dir, fold.index, predictions, metrics)
+    runs.write_fold(run_dir, fold.index, predictions, metrics, fold.seed)
     return FoldResult(metrics, predictions)

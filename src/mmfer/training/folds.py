@@ -4,6 +4,8 @@
 * ``loso-speaker``: leave one speaker out.
 * ``kfold-speaker``: ``k`` folds of contiguous speaker groups (sorted ids: RAVDESS A01-04, A05-08, ...).
 * ``split``: the corpus's fixed ``train``/``dev``/``test`` split (MELD): one fold, dev chooses the epoch.
+* ``file``: the partition in ``train.folds_file`` (a run's ``folds.json``, a utterance -> fold table, or
+  EmoBox's published folds; see ``training.fold_files``).
 * ``auto``: ``split`` when the corpus has one, else ``loso-session`` with 2+ sessions, else ``kfold-speaker``.
 
 In every speaker protocol the validation speakers (rotating with the fold) are carved from the training
@@ -12,25 +14,16 @@ speakers, so the test speakers are in neither training nor validation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from mmfer.errors import MmferError
+from mmfer.training.fold_files import read_folds_file
+from mmfer.training.partition import Fold, carve_validation
 
-PROTOCOLS = ("auto", "loso-session", "loso-speaker", "kfold-speaker", "split")
+__all__ = ["Fold", "PROTOCOLS", "make_folds", "resolve_protocol"]
 
-
-@dataclass
-class Fold:
-    index: int
-    name: str                 # the held-out session, speaker, speaker group, or 'test'
-    train: list[str]
-    val: list[str]
-    test: list[str]
-    val_speakers: list[str]
-    test_speakers: list[str]
+PROTOCOLS = ("auto", "loso-session", "loso-speaker", "kfold-speaker", "split", "file")
 
 
 def resolve_protocol(table: pd.DataFrame, protocol: str = "auto") -> str:
@@ -45,8 +38,17 @@ def resolve_protocol(table: pd.DataFrame, protocol: str = "auto") -> str:
     return "kfold-speaker"
 
 
-def make_folds(table: pd.DataFrame, val_speakers: int = 2, k: int = 5, protocol: str = "auto") -> list[Fold]:
+def make_folds(table: pd.DataFrame, val_speakers: int = 2, k: int = 5, protocol: str = "auto",
+               folds_file: str | None = None, warn=None) -> list[Fold]:
     protocol = resolve_protocol(table, protocol)
+    if protocol == "file":
+        if not folds_file:
+            raise MmferError("protocol file needs train.folds_file (or --folds-file): a folds.json, a .csv of "
+                             "utt_id,fold[,split], or an EmoBox corpus folder")
+        folds, dropped = read_folds_file(folds_file, table, val_speakers)
+        if dropped and warn:
+            warn(f"{folds_file}: {dropped} utterance(s) of the folds file are not in the store; left out")
+        return folds
     if protocol == "split":
         return [_split_fold(table)]
     speakers = sorted(table["speaker"].unique())
@@ -63,21 +65,13 @@ def make_folds(table: pd.DataFrame, val_speakers: int = 2, k: int = 5, protocol:
             raise MmferError("cross-validation needs at least 2 speakers (or 2 sessions)")
         groups = [(f"group{i + 1}", [str(s) for s in g]) for i, g in enumerate(np.array_split(speakers, k))]
     folds = []
+    spk = table["speaker"]
     for i, (name, test_spk) in enumerate(groups):
-        rest = [s for s in speakers if s not in test_spk]
-        n_val = min(val_speakers, len(rest) - 1)
-        if n_val < 1:
-            raise MmferError(f"fold {name}: too few training speakers to hold out validation speakers")
-        start = (i * n_val) % len(rest)
-        val_spk = [rest[(start + j) % len(rest)] for j in range(n_val)]
-        spk = table["speaker"]
-        folds.append(Fold(
-            index=i, name=name,
-            train=table.loc[~spk.isin(test_spk) & ~spk.isin(val_spk), "utt_id"].tolist(),
-            val=table.loc[spk.isin(val_spk), "utt_id"].tolist(),
-            test=table.loc[spk.isin(test_spk), "utt_id"].tolist(),
-            val_speakers=val_spk, test_speakers=list(test_spk),
-        ))
+        train, val, val_spk = carve_validation(table.loc[~spk.isin(test_spk), "utt_id"].tolist(),
+                                               dict(zip(table["utt_id"], spk)), val_speakers, i, f"fold {name}")
+        folds.append(Fold(index=i, name=name, train=train, val=val,
+                          test=table.loc[spk.isin(test_spk), "utt_id"].tolist(),
+                          val_speakers=val_spk, test_speakers=list(test_spk)))
     return folds
 
 

@@ -91,7 +91,7 @@ def train_neural_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: Mmf
     word_model = finetuned_words(store, data, device) if tc.finetune_lexical else None
     model = build_model(model_name, data.dims, n, mc, layers, word_model).to(device)
     if tc.init_from:
-        init_encoders(model, tc.init_from, fold.index)
+        init_encoders(model, tc.init_from, fold.index, fold.seed)
     balanced = balanced_loss(cfg)
     prefit = prefit_experts(model, data, n, balanced, store, tc.objective)
     group = distributed.current()
@@ -169,13 +169,16 @@ def train_epoch(model: EmotionModel, net: nn.Module, train, loss_fn, opt, scaler
     return total / max(count, 1)
 
 
-def init_encoders(model: EmotionModel, init_from: dict[str, str], fold_index: int) -> None:
-    """Two-stage recipe: start a fused model's encoders from trained unimodal runs of the same fold."""
+def init_encoders(model: EmotionModel, init_from: dict[str, str], fold_index: int, seed: int | None = None) -> None:
+    """Two-stage recipe: start a fused model's encoders from trained unimodal runs of the same fold (and
+    the same seed, where the unimodal run has several)."""
     for modality, run_dir in init_from.items():
         kinds = [k for k in model.kinds if stream(k).modality == modality]
         if not kinds:
             raise MmferError(f"init_from: model '{model.name}' has no {modality!r} encoder")
-        ckpt = runs.fold_dir(Path(run_dir), fold_index) / runs.CHECKPOINT
+        ckpt = runs.fold_dir(Path(run_dir), fold_index, seed) / runs.CHECKPOINT
+        if seed is not None and not ckpt.is_file():
+            ckpt = runs.fold_dir(Path(run_dir), fold_index) / runs.CHECKPOINT
         if not ckpt.is_file():
             raise MmferError(f"init_from: {ckpt} not found (train that unimodal run first)")
         state = runs.read_checkpoint(ckpt)["state_dict"]
