@@ -148,7 +148,8 @@ def test_folds_file_round_trip_and_seeds(store, tmp_path):
     summary = json.loads((tmp_path / "again" / runs.SUMMARY).read_text())
     assert summary["seeds"]["seeds"] == [0, 1] and len(summary["folds"]) == 8
     assert summary["ua"]["mean"] == pytest.approx(first["ua"]["mean"])  # closed form: seeds agree
-    assert summary["intervals"]["ua"]["low"] <= summary["intervals"]["ua"]["value"] <= summary["intervals"]["ua"]["high"]
+    iv = summary["intervals"]["ua"]
+    assert iv["low"] <= iv["value"] <= iv["high"]
     assert "over seeds" in out.output and "interval" in out.output
     # the same test utterances: compare works; every seed's model is in the ensemble, or one seed's
     assert compare(tmp_path / "again", tmp_path / "first", n_boot=200)["metrics"]["ua"]["diff"] == pytest.approx(0)

@@ -33,6 +33,11 @@ def quickstart(out: str | Path = "mmfer-quickstart", per_speaker: int = 60, seed
     echo("\nLeave-one-session-out results on the sample corpus (mean ± std over 5 folds, %; "
          "audio-svm, audio-whisper-linear and text-tfidf are the simple baselines, same folds):\n")
     echo(table(summaries))
+    if "mmmf" in models and "audio" in models:
+        from mmfer.analysis.compare import compare, format_compare
+
+        echo("\nDoes fusion beat audio alone? mmfer compare runs/mmmf runs/audio:\n")
+        echo(format_compare(compare(out / "runs" / "mmmf", out / "runs" / "audio")))
     result = {"out": str(out), "summaries": summaries, "seconds": time.perf_counter() - t0}
     if report:
         from mmfer.analysis.report import build_report
