@@ -8,6 +8,10 @@ README's "Real data" table from that file.
 * RAVDESS (audio, 8 classes): kfold-speaker, 6 folds of 4 actors (A01-04, A05-08, ...), UA headline.
 * MELD (text, 7 classes): the official split (train / dev chooses the epoch / test), weighted F1 headline.
 
+Each row also carries the headline metric of all test predictions pooled, with its 95 % interval (a
+bootstrap over test speakers, then their utterances; summary.json's ``intervals``); a second table
+gives `mmfer compare` of each default model against the best baseline of its corpus.
+
 Defaults are the package's defaults (configs/default.yaml); the ablation rows change one setting each.
 Nothing here was fitted on a test fold: C and epochs are chosen on the validation speakers (RAVDESS) or
 on dev (MELD).
@@ -111,15 +115,57 @@ def run(data: Path, work: Path, only: str | None) -> list[dict]:
         ov["train"] = {**CORPORA[corpus]["train"], "threads": 2, **ov.get("train", {})}
         cfg = load_config(None, ov)
         t = time.perf_counter()
-        out = work / "runs" / corpus / name.replace(" ", "_").replace(",", "")
+        out = run_dir(work, corpus, name)
         s = run_cv(stores[corpus], model, cfg, out, progress=False, echo=lambda m: print("  " + m, flush=True))
         rows.append({"corpus": corpus, "row": name, "model": model, "overrides": overrides, "note": note,
                      "protocol": s["protocol"], "folds": len(s["folds"]), "classes": s["classes"],
                      **{k: s[k] for k in ("wa", "ua", "f1", "wf1", "seconds_per_fold")},
+                     "intervals": s.get("intervals"), "headline": CORPORA[corpus]["headline"],
                      "wall_seconds": round(time.perf_counter() - t, 1)})
         print(f"{corpus:8} {name:36} UA {s['ua']['mean']:.3f}  wF1 {s['wf1']['mean']:.3f}  "
               f"{s['seconds_per_fold']['mean']:.0f} s/fold", flush=True)
     return rows
+
+
+def run_dir(work: Path, corpus: str, name: str) -> Path:
+    return work / "runs" / corpus / name.replace(" ", "_").replace(",", "")
+
+
+# (corpus, default model row, baseline rows): each default against the best of its baselines
+VERSUS = [("ravdess", "audio", ("audio-svm", "audio-whisper-linear")),
+          ("ravdess-2emo", "audio", ("audio-svm, training statistics", "audio-svm, speaker statistics")),
+          ("meld", "text", ("text-tfidf",))]
+
+
+def comparisons(rows: list[dict], work: Path) -> list[dict]:
+    """`mmfer compare` of each corpus's default model against its best baseline (by the pooled headline)."""
+    from mmfer.analysis.compare import compare
+
+    found = {(r["corpus"], r["row"]): r for r in rows}
+    out = []
+    for corpus, model, baselines in VERSUS:
+        have = [b for b in baselines if (corpus, b) in found]
+        if (corpus, model) not in found or not have:
+            continue
+        head = found[(corpus, model)]["headline"]
+        best = max(have, key=lambda b: found[(corpus, b)]["intervals"][head]["value"])
+        r = compare(run_dir(work, corpus, model), run_dir(work, corpus, best))
+        out.append({"corpus": corpus, "a": model, "b": best, "headline": head, "metrics": r["metrics"],
+                    "mcnemar": r["mcnemar"], "fold_p": r["folds"][head]["p"], "speakers": r["speakers"],
+                    "utterances": r["utterances"]})
+    return out
+
+
+def comparison_table(results: dict) -> str:
+    lines = ["| corpus | A | B (best baseline) | headline A − B [95 %] | p (bootstrap) | p (folds) | McNemar p |",
+             "|---|---|---|---|---|---|---|"]
+    for c in results.get("comparisons", []):
+        d = c["metrics"][c["headline"]]
+        fold_p = "n/a (one split)" if c["fold_p"] is None else f"{c['fold_p']:.3f}"
+        lines.append(f"| {c['corpus']} | {c['a']} | {c['b']} | {c['headline'].upper()} {100 * d['diff']:+.1f} "
+                     f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | {d['p']:.3f} | {fold_p} | "
+                     f"{c['mcnemar']['p']:.3f} |")
+    return "\n".join(lines)
 
 
 def _order(row: dict) -> int:
@@ -128,16 +174,24 @@ def _order(row: dict) -> int:
 
 
 def table(results: dict) -> str:
-    lines = ["| corpus | model | protocol | WA | UA | macro-F1 | weighted-F1 | s/fold | what |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| corpus | model | protocol | WA | UA | macro-F1 | weighted-F1 | headline, pooled [95 %] | s/fold "
+             "| what |", "|---|---|---|---|---|---|---|---|---|---|"]
+
     def cell(r: dict, k: str) -> str:
         m = f"{100 * r[k]['mean']:.1f}"
         return m + (f" ± {100 * r[k]['std']:.1f}" if r["folds"] > 1 else "")
 
+    def pooled(r: dict) -> str:
+        iv = (r.get("intervals") or {}).get(r.get("headline", "ua"))
+        if not iv:
+            return ""
+        name = {"ua": "UA", "wf1": "wF1"}.get(r.get("headline", "ua"), r.get("headline"))
+        return f"{name} {100 * iv['value']:.1f} [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
+
     for r in results["rows"]:
         proto = f"{r['protocol']} ({r['folds']} folds)" if r["folds"] > 1 else "official split, test"
         lines.append(f"| {r['corpus']} | {r['row']} | {proto} | {cell(r, 'wa')} | {cell(r, 'ua')} | {cell(r, 'f1')} | "
-                     f"{cell(r, 'wf1')} | {r['seconds_per_fold']['mean']:.0f} | {r['note']} |")
+                     f"{cell(r, 'wf1')} | {pooled(r)} | {r['seconds_per_fold']['mean']:.0f} | {r['note']} |")
     return "\n".join(lines)
 
 
@@ -150,7 +204,8 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print the README table from --out and exit")
     a = ap.parse_args()
     if a.table:
-        print(table(json.loads(a.out.read_text())))
+        results = json.loads(a.out.read_text())
+        print(table(results) + "\n\n" + comparison_table(results))
         return
     if not (a.data / "ravdess" / "manifest.csv").is_file():
         raise SystemExit(f"real data not found under {a.data} (expected ravdess/ and meld/ manifests)")
@@ -159,11 +214,13 @@ def main() -> None:
     rows = run(a.data.resolve(), a.work, a.only)
     old = json.loads(a.out.read_text())["rows"] if a.out.is_file() else []
     keep = [r for r in old if a.only and r["corpus"] not in a.only]
+    all_rows = sorted(keep + rows, key=_order)
     results = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-               "date": time.strftime("%Y-%m-%d"), "rows": sorted(keep + rows, key=_order)}
+               "date": time.strftime("%Y-%m-%d"), "rows": all_rows,
+               "comparisons": comparisons([r for r in all_rows if r.get("intervals")], a.work)}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    print(table(results) + "\n\n" + comparison_table(results))
 
 
 if __name__ == "__main__":
