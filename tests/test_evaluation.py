@@ -14,12 +14,12 @@ import yaml
 from typer.testing import CliRunner
 
 from mmfer import runs
+from mmfer import uncertainty as unc
 from mmfer.analysis.compare import compare
 from mmfer.cli import app
 from mmfer.config import MmferConfig, load_config
 from mmfer.errors import MmferError
 from mmfer.features.store import FeatureStore
-from mmfer.training import uncertainty as unc
 from mmfer.training.cv import run_cv, summarize
 from mmfer.training.fold_files import read_folds_file
 from mmfer.training.folds import make_folds
@@ -156,6 +156,9 @@ def test_folds_file_round_trip_and_seeds(store, tmp_path):
     assert len(runs.checkpoints(tmp_path / "again")) == 8 and len(runs.checkpoints(tmp_path / "again", seed=1)) == 4
     with pytest.raises(MmferError, match="no seed 7"):
         runs.checkpoints(tmp_path / "again", seed=7)
+    exported = runs.export(tmp_path / "again", tmp_path / "export-seed-1", seed=1)
+    assert sorted(p.name for p in (exported / "models").glob("*.pt")) == [f"fold-{i}-seed-1.pt" for i in range(1, 5)]
+    assert len(runs.checkpoints(runs.export(tmp_path / "again", tmp_path / "export-all"))) == 8
 
 
 def test_resume_refuses_other_folds_and_accepts_older_configs(store, tmp_path):

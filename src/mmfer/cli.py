@@ -395,11 +395,13 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the self-contained model to."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier export in --out (nothing else is ever "
                                "deleted)."),
+    seed: int = typer.Option(None, "--seed", help="A run of several seeds: export that seed's models only "
+                             "(default: all of them, used as one ensemble)."),
 ) -> None:
     """Write a self-contained model folder (weights, config, normalisation, feature settings)."""
     from mmfer.runs import export
 
-    typer.echo(f"model exported: {export(run, out, force=force)}")
+    typer.echo(f"model exported: {export(run, out, force=force, seed=seed)}")
 
 
 @app.command("serve")

@@ -260,7 +260,7 @@ def _written(export_dir: Path) -> set[str]:
                                                   for p in (export_dir / "models").glob("fold-*.pt")}
 
 
-def export(run: str | Path, out: str | Path, force: bool = False) -> Path:
+def export(run: str | Path, out: str | Path, force: bool = False, seed: int | None = None) -> Path:
     """Copy a run's fold models into a self-contained folder (weights, config, normalisation, features).
 
     Never deletes what mmfer did not write: ``out`` must be new, empty, or (with ``force``) an earlier
@@ -288,7 +288,7 @@ def export(run: str | Path, out: str | Path, force: bool = False) -> Path:
                 raise MmferError(f"{out} holds files mmfer did not write ({', '.join(foreign[:3])}"
                                  f"{', ...' if len(foreign) > 3 else ''}): nothing was replaced; move them or choose "
                                  "another --out")
-    files = checkpoints(run)
+    files = checkpoints(run, seed=seed)
     first = read_checkpoint(files[0])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))

@@ -23,8 +23,7 @@ import pandas as pd
 
 from mmfer.errors import MmferError
 from mmfer.runs import Run
-from mmfer.training.metrics import scores
-from mmfer.training.uncertainty import LEVEL, METRICS, N_BOOT, by_seed, mcnemar, paired, sign_flip
+from mmfer.uncertainty import LEVEL, METRICS, N_BOOT, by_seed, confusion_of, mcnemar, paired, scores_of, sign_flip
 
 NAMES = {"wa": "WA", "ua": "UA", "f1": "macro-F1", "wf1": "weighted-F1"}
 
@@ -69,8 +68,8 @@ def _fold_scores(run: Run, classes: list[str]) -> dict[str, dict[str, float]]:
     p = run.predictions.assign(seed=run.predictions["seed"].astype(object).where(run.predictions["seed"].notna(),
                                                                                   -1))
     for fold, part in p.groupby("fold", sort=False):
-        per_seed = [scores([index[c] for c in s["true"]], [index[c] for c in s["pred"]], len(classes))
-                    for _, s in part.groupby("seed", sort=False)]
+        per_seed = [scores_of(confusion_of([index[c] for c in s["true"]], [index[c] for c in s["pred"]],
+                                           len(classes))) for _, s in part.groupby("seed", sort=False)]
         out[str(fold)] = {m: float(np.mean([s[m] for s in per_seed])) for m in METRICS}
     return out
 

@@ -94,7 +94,7 @@ def pooled_intervals(out: Path, folds: list, classes: list[str], store: FeatureS
     vector of its own), resampling test speakers, then their utterances."""
     import pandas as pd
 
-    from mmfer.training.uncertainty import by_seed, intervals
+    from mmfer.uncertainty import by_seed, intervals
 
     frames = [runs.fold_predictions(out, f.index, f.seed).assign(seed=f.seed) for f in folds]
     p = pd.concat(frames, ignore_index=True)

@@ -63,6 +63,12 @@ def _cells(y_true, y_pred, k: int) -> np.ndarray:
     return out
 
 
+def confusion_of(y_true, y_pred, k: int) -> np.ndarray:
+    m = np.zeros((k, k), np.int64)
+    np.add.at(m, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return m
+
+
 def scores_of(conf: np.ndarray) -> dict[str, np.ndarray]:
     """WA, UA, macro-F1, weighted F1 and per-class recall of confusion matrices (..., k, k), computed as
     ``training.metrics.scores`` does (classes absent from truth and prediction are left out of the means)."""
