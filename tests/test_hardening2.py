@@ -231,3 +231,164 @@ def test_5_export_force_removes_only_what_mmfer_wrote(trained_runs, tmp_path):
     with pytest.raises(MmferError, match="holds the run"):
         export(inner, ex, force=True)
     assert (inner / "fold-1" / "model.pt").is_file()
+
+
+def test_10_compressed_audio_decodes_in_blocks_within_the_result_size(tmp_path):
+    """A file's header may claim 8 channels at 192 kHz: decoding is bounded by the 16 kHz mono result plus
+    one block, not by the claim (a whole-file read of this one takes 8 x 12 = 96 times the result)."""
+    import tracemalloc
+
+    from mmfer.features import audio
+
+    path = tmp_path / "wide.flac"
+    rate, seconds, channels = 192000, 20, 8
+    with sf.SoundFile(path, "w", rate, channels, format="FLAC") as f:
+        for _ in range(seconds):
+            f.write(np.zeros((rate, channels), np.float32) + np.sin(np.arange(rate) / 40)[:, None] * 0.1)
+    tracemalloc.start()
+    x = audio.load_audio(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    result = seconds * audio.SAMPLE_RATE * 4
+    assert len(x) == seconds * audio.SAMPLE_RATE
+    assert peak < 3 * result + 4 * audio.BLOCK_SAMPLES * 4, peak  # whole-file decoding: > 60 MB here
+    assert peak < seconds * rate * channels * 4 / 4
+
+
+def test_10_blockwise_resampling_equals_whole_signal_resampling(tmp_path, monkeypatch):
+    from mmfer.features import audio
+
+    monkeypatch.setattr(audio, "BLOCK_SAMPLES", 2 ** 14)  # many blocks
+    rng = np.random.default_rng(0)
+    for rate, channels in ((44100, 2), (48000, 3), (8000, 1), (22050, 1)):
+        x = rng.normal(0, 0.1, (int(rate * 3.3), channels)).astype(np.float32)
+        sf.write(tmp_path / "a.wav", x, rate, subtype="FLOAT")
+        whole = audio._mono(x, rate)
+        assert np.allclose(audio.load_audio(tmp_path / "a.wav"), whole, atol=1e-6)
+        part = audio.load_audio(tmp_path / "a.wav", start=0.7, end=1.9)
+        assert abs(len(part) - 1.2 * audio.SAMPLE_RATE) <= 1
+
+
+def test_10_the_demo_caps_concurrent_decodes(trained_runs, sample_corpus):
+    from fastapi.testclient import TestClient
+
+    from mmfer.corpora import read_corpus
+    from mmfer.serve.app import create_app
+
+    app = create_app(trained_runs / "audio", asr="none", max_decodes=1)
+    client = TestClient(app, base_url="http://127.0.0.1:8000")
+    wav = Path(read_corpus(sample_corpus).table.iloc[0]["audio"]).read_bytes()
+    assert app.state.decodes.acquire(blocking=False)  # one upload being analysed
+    busy = client.post("/api/predict", files={"audio": ("a.wav", wav)})
+    assert busy.status_code == 503 and "try again" in busy.json()["error"]
+    app.state.decodes.release()
+    assert client.post("/api/predict", files={"audio": ("a.wav", wav)}).status_code == 200
+
+
+def _serve(protocol, port: int):
+    import threading
+
+    import uvicorn
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, log_level="error",
+                                           lifespan="off"))
+    threading.Thread(target=server.run, daemon=True).start()
+    return server
+
+
+def test_12_demo_connections_must_send_headers_and_body_in_time():
+    import socket
+    import time
+
+    from mmfer.serve.timeouts import TimedH11Protocol
+
+    fast = type("Fast", (TimedH11Protocol,), {"header_seconds": 0.6, "body_seconds": 0.8})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = _serve(fast, port)
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.05)
+
+    def closed_after(sends: list[bytes], pause: float) -> float:
+        c = socket.create_connection(("127.0.0.1", port))
+        c.settimeout(5)
+        t = time.perf_counter()
+        try:
+            for b in sends:
+                c.sendall(b)
+                time.sleep(pause)
+            data = c.recv(1024)
+            while data and b"ok" not in data:
+                data = c.recv(1024)
+            return -1.0 if data else time.perf_counter() - t
+        except (ConnectionResetError, BrokenPipeError):
+            return time.perf_counter() - t
+        finally:
+            c.close()
+
+    try:
+        assert 0.4 < closed_after([], 0) < 3  # idle: closed after the header deadline
+        trickle = [bytes([b]) for b in b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]
+        assert 0.4 < closed_after(trickle, 0.1) < 3  # headers one byte at a time
+        slow_body = [b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n"] + [b"x"] * 20
+        assert 0.5 < closed_after(slow_body, 0.1) < 3  # body one byte at a time
+        assert closed_after([b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"], 0) == -1.0  # a normal request is answered
+        assert closed_after([b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n", b"abcd"], 0.3) == -1.0
+    finally:
+        server.should_exit = True
+
+
+def test_12_serve_runs_with_the_deadlines(monkeypatch, tmp_path):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import mmfer.serve.app as app_mod
+    from mmfer.cli import app
+    from mmfer.serve.timeouts import TimedH11Protocol
+
+    seen = {}
+    monkeypatch.setattr(app_mod, "create_app", lambda *a, **k: "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app_, **k: seen.update(k))
+    assert CliRunner().invoke(app, ["serve", str(tmp_path)]).exit_code == 0
+    assert seen["http"] is TimedH11Protocol and seen["timeout_keep_alive"] <= 5
+
+
+def test_small_healthz_says_when_the_model_folder_is_gone(trained_runs, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from mmfer.serve.app import create_app
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs / "audio", run)
+    client = TestClient(create_app(run, asr="none"), base_url="http://127.0.0.1:8000")
+    assert client.get("/healthz").status_code == 200
+    shutil.rmtree(run)
+    r = client.get("/healthz")
+    assert r.status_code == 503 and "gone" in str(r.json()["problems"]) and str(tmp_path) not in r.text
+
+
+def test_small_serve_on_a_tampered_checkpoint_gives_the_reason(trained_runs, tmp_path):
+    import shutil
+
+    from mmfer.serve.app import create_app
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_runs / "audio", run)
+    for f in run.glob("fold-*/model.pt"):
+        f.write_bytes(b"not a checkpoint")
+    with pytest.raises(MmferError) as err:
+        create_app(run, asr="none")
+    assert "no trained model" not in str(err.value) and "model.pt" in str(err.value)

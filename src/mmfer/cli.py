@@ -424,6 +424,7 @@ def serve_cmd(
     import uvicorn
 
     from mmfer.serve.app import create_app
+    from mmfer.serve.timeouts import TimedH11Protocol
 
     if not 1 <= port <= 65535:
         raise MmferError(f"--port {port}: a TCP port is 1-65535 (8000 is the default)")
@@ -433,7 +434,8 @@ def serve_cmd(
                       lexical=lexical, acoustic=acoustic, asr=asr, language=language,
                       max_utterance=max_utterance, seed=seed)
     typer.echo(f"mmfer demo on http://{host}:{port}/  (Ctrl-C to stop)")
-    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, http=TimedH11Protocol,
+                timeout_keep_alive=5)
 
 
 @app.command("quickstart")

@@ -87,11 +87,45 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: fl
         raise AudioError(f"audio longer than {max_seconds:g} s ({seconds:.1f} s), the limit for one utterance: "
                          "cut long recordings into utterances first")
     try:
-        x, sr = sf.read(path, dtype="float32", always_2d=True, start=first, frames=frames)
+        x = read_mono(path, info, first, frames, target_rate)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise AudioError(f"unreadable audio ({str(err).splitlines()[0][:120]})") from None
-    check_float_range(x, info.subtype)
-    return _mono(x, sr, target_rate)
+    return _checked(x, target_rate)
+
+
+BLOCK_SAMPLES = 2 ** 22  # samples (all channels together) decoded at a time: 16 MB of float32
+
+
+def read_mono(path: Path, info, first: int, frames: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Frames ``first`` .. ``first + frames`` of a file as mono float32 at ``target_rate``, decoded block by
+    block: each block is mixed to mono and resampled before the next is read, so memory is bounded by the
+    result at the target rate (plus one block), not by what the header claims.
+
+    Blocks start at multiples of the resampler's input step and overlap their neighbours by ``pad``
+    input frames, so the concatenated output equals resampling the whole signal at once (to rounding)."""
+    sr = info.samplerate
+    g = np.gcd(sr, target_rate)
+    up, down = target_rate // g, sr // g
+    step = down if sr != target_rate else 1
+    pad = 0 if sr == target_rate else step * max(1, -(-64 * max(up, down) // (up * step)))  # > the filter's reach
+    block = max(step, (BLOCK_SAMPLES // max(info.channels, 1)) // step * step)
+    out = []
+    with sf.SoundFile(str(path)) as f:
+        for s in range(0, frames, block):
+            lo, hi = max(0, s - pad), min(frames, s + block + pad)
+            f.seek(first + lo)
+            x = f.read(hi - lo, dtype="float32", always_2d=True)
+            check_float_range(x, info.subtype)
+            x = x.mean(axis=1)
+            if sr == target_rate:
+                out.append(x[s - lo:s - lo + min(block, frames - s)])
+                continue
+            y = resample_poly(x, up, down).astype(np.float32)
+            a = (s - lo) * up // down
+            n = -(-min(block, frames - s) * up // down)
+            out.append(y[a:a + n])
+    x = np.concatenate(out) if out else np.zeros(0, np.float32)
+    return x[: -(-frames * up // down)] if sr != target_rate else x
 
 
 def _mono(x: np.ndarray, sr: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -100,6 +134,10 @@ def _mono(x: np.ndarray, sr: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     if sr != target_rate:
         g = np.gcd(sr, target_rate)
         x = resample_poly(x, target_rate // g, sr // g).astype(np.float32)
+    return _checked(x, target_rate)
+
+
+def _checked(x: np.ndarray, target_rate: int) -> np.ndarray:
     if len(x) < MIN_SECONDS * target_rate:
         raise AudioError(f"audio too short ({len(x) / target_rate:.3f} s < {MIN_SECONDS} s)")
     if not np.isfinite(x).all():

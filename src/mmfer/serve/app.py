@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import tempfile
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mmfer.errors import MmferError, NoSpeech
 from mmfer.features.audio import SAMPLE_RATE
 
+MAX_DECODES = 2  # uploads decoded and analysed at once; the predictor's engines run one at a time anyway
 ACCEPTED = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 
@@ -102,31 +103,37 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
                allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1"),
                lexical: str | Path | None = None, acoustic: str | Path | None = None, asr: str | None = "auto",
                language: str | None = None,
-               max_utterance: float = 20.0, seed: int | None = None) -> FastAPI:
+               max_utterance: float = 20.0, seed: int | None = None, max_decodes: int = MAX_DECODES) -> FastAPI:
     """The demo app. ``allowed_hosts``: Host header values answered (against DNS rebinding); ``lexical``:
     a text encoder folder the user vouches for (see Predictor); ``asr``: the recogniser that fills in a
     missing transcript (speech.asr.recogniser; 'none' = off); an upload longer than ``max_utterance``
-    seconds is cut into segments and shown as a timeline."""
+    seconds is cut into segments and shown as a timeline; at most ``max_decodes`` uploads are decoded and
+    analysed at once (each holds its signal: more get 503 and a retry hint)."""
     from mmfer.serve.predictor import Predictor, resolve_model_dir
     from mmfer.speech.asr import recogniser
 
     model = Path(model)
     predictors: dict[str, Predictor] = {}
     loaded: dict[Path, Predictor] = {}  # a single run serves both roles: load it once
+    unusable: list[str] = []  # why a model found could not be loaded (said if none can)
     for role, with_text in (("text", True), ("audio", False)):
-        with contextlib.suppress(MmferError):
+        try:
             folder = resolve_model_dir(model, with_text=with_text)
             if folder not in loaded:
                 loaded[folder] = Predictor(folder, lexical=lexical, acoustic=acoustic, seed=seed)
-            predictors[role] = loaded[folder]
+        except MmferError as err:
+            unusable.append(str(err))
+            continue
+        predictors[role] = loaded[folder]
     if not predictors:
-        raise MmferError(f"no trained model in {model}")
+        raise MmferError(unusable[0] if unusable else f"no trained model in {model}")
     main = predictors.get("text") or predictors["audio"]
     rec = recogniser(asr, language=language) if "text" in predictors else None
     problems = {p.name: err for p in loaded.values() if (err := warm_up(p))}
     page = resources.files("mmfer.serve").joinpath("static/index.html").read_text()
     app = FastAPI(title="mmfer demo", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
     hosts = {h.strip("[]").lower() for h in allowed_hosts}
+    app.state.decodes = threading.BoundedSemaphore(max_decodes)
 
     @app.middleware("http")
     async def _guard(request: Request, call_next):
@@ -177,6 +184,11 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     def healthz() -> JSONResponse:
+        gone = [p.name for p in loaded.values() if not _still_there(p)]
+        if gone:
+            return JSONResponse({"status": "error", "model": main.name, "problems": {
+                name: "the model folder is gone (deleted or moved since the server started): restart the server "
+                      "with the model's new place" for name in gone}}, status_code=503)
         body = {"status": "error" if problems else "ok", **main.describe(), "path": None,
                 "audio_only_available": "audio" in predictors and not predictors["audio"].needs_text,
                 "recognition": rec.settings()["model"] if rec is not None else None,
@@ -200,13 +212,27 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
         if pred is None or (pred.needs_text and not text.strip() and rec is None):
             raise BadInput(422, "this model needs the transcript: fill in the transcript field")
         previous = [line for line in context.splitlines() if line.strip()] or None
+        if not app.state.decodes.acquire(blocking=False):
+            raise BadInput(503, f"the server is analysing {max_decodes} upload(s) already: try again in a moment")
         try:
             return await run_in_threadpool(_analyse, pred, rec, data, suffix, text, previous, max_seconds,
                                            max_utterance)
         except MmferError as err:
             raise BadInput(422, str(err)) from None
+        finally:
+            app.state.decodes.release()
 
     return app
+
+
+def _still_there(pred) -> bool:
+    """The model folder a predictor was loaded from still holds its checkpoints."""
+    from mmfer import runs
+
+    try:
+        return bool(runs.checkpoints(pred.path))
+    except MmferError:
+        return False
 
 
 def _analyse(pred, rec, data: bytes, suffix: str, text: str, previous: list[str] | None, max_seconds: float,
