@@ -392,3 +392,47 @@ def test_small_serve_on_a_tampered_checkpoint_gives_the_reason(trained_runs, tmp
     with pytest.raises(MmferError) as err:
         create_app(run, asr="none")
     assert "no trained model" not in str(err.value) and "model.pt" in str(err.value)
+
+
+def test_7_a_file_name_that_is_not_utf8_is_written_escaped_and_resumes(trained_runs, sample_corpus, tmp_path):
+    import shutil
+
+    import mmfer
+    from mmfer.corpora import read_corpus
+
+    src = read_corpus(sample_corpus).table.iloc[0]["audio"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    odd = os.fsdecode(os.fsencode(str(folder)) + b"/\xff\xfex.wav")  # undecodable bytes: surrogates in Python
+    shutil.copy(src, odd)
+    shutil.copy(src, folder / "plain.wav")
+    model = mmfer.load(trained_runs / "audio", asr="none")
+    notes: list[str] = []
+    out = tmp_path / "rows.csv"
+    rows = model.predict_files([folder], out=out, progress=False, echo=notes.append)
+    assert len(rows) == 2 and not rows["error"].notna().any()
+    text = out.read_text(encoding="utf-8")
+    assert "\\xff\\xfex.wav" in text and any("not valid UTF-8" in n for n in notes)
+    again = model.predict_files([folder], out=out, progress=False, echo=notes.append)
+    assert len(again) == 2 and len(out.read_text(encoding="utf-8").splitlines()) == 3  # resumed: no duplicates
+    for fmt in ("rows.jsonl", "rows.parquet"):
+        assert len(model.predict_files([folder], out=tmp_path / fmt, progress=False, echo=notes.append)) == 2
+
+
+def test_8_unwritable_outputs_are_refused_before_any_work(tmp_path, trained_runs):
+    from mmfer import runs
+    from mmfer.serve.batch import writable
+
+    with pytest.raises(MmferError, match="does not exist; create it first"):
+        writable(tmp_path / "nodir" / "sub" / "r.csv", "--out")
+    if Path("/proc/self").is_dir():
+        with pytest.raises(MmferError, match="cannot write in /proc"):
+            writable(Path("/proc/r.csv"), "--out")
+        with pytest.raises(MmferError, match="cannot write in /proc"):
+            check_plot_target(Path("/proc/t.png"), [], None)
+        with pytest.raises(MmferError, match="--out /proc/ex"):
+            runs.export(trained_runs / "audio", Path("/proc/ex"))
+        with pytest.raises(MmferError, match="cannot create"):
+            runs.export(trained_runs / "audio", Path("/proc/no/ex"))
+    writable(tmp_path / "fine.csv", "--out")
+    assert not list(tmp_path.glob(".mmfer-probe-*"))  # the probe is removed

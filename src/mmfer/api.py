@@ -246,10 +246,10 @@ class Model:
                       echo=print, ray: str | None = None):
         """Files, folders (recursively) and CSV manifests: one row per utterance or speech segment, a pandas
         DataFrame indexed by (file, start, end); with ``out`` (.csv, .parquet or .jsonl) journalled, resumable
-        and written atomically."""
+        and written atomically. A file name that is not valid UTF-8 appears with ``\\xNN`` escapes."""
         import pandas as pd
 
-        from mmfer.serve.batch import PredictorSpec, expand_inputs, run_on
+        from mmfer.serve.batch import PredictorSpec, expand_inputs, printable, run_on
 
         items = expand_inputs([Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)],
                               allow_outside=allow_outside)
@@ -259,7 +259,7 @@ class Model:
             rows = run_on(executor_for(ray), self.batch, spec, items, out, echo=echo, progress=progress)
         else:
             rows = self.batch.run(items, out, progress=progress, echo=echo)
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame([{k: printable(v) for k, v in r.items()} for r in rows])  # names that are not UTF-8
         return frame.set_index(["file", "start", "end"]) if len(frame) else frame
 
 

@@ -358,8 +358,10 @@ def _is_short(item, max_utterance: float) -> bool:
 
 
 def _print_rows(rows: list[dict], classes: list[str]) -> None:
+    from mmfer.serve.batch import printable
+
     for r in rows:
-        where = f"{Path(r['file']).name} {r['start'] or 0:7.2f}-{r['end'] or 0:7.2f} s"
+        where = f"{printable(Path(r['file']).name)} {r['start'] or 0:7.2f}-{r['end'] or 0:7.2f} s"
         if r.get("error"):
             typer.echo(f"{where}  error: {r['error']}")
             continue

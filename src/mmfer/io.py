@@ -61,3 +61,21 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def check_writable(path: str | Path, option: str) -> None:
+    """Refuse, before any work, an output whose folder is missing or cannot be written to: a probe file is
+    created and removed (permission bits alone miss read-only mounts, /proc and the like)."""
+    from mmfer.errors import MmferError
+
+    folder = Path(path).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise MmferError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mmfer-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise MmferError(f"{option} {path}: cannot write in {folder} ({err.strerror or err}); choose another "
+                         "place") from None
+

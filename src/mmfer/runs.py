@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 
 from mmfer.errors import MmferError
-from mmfer.io import atomic_path, read_json, write_json, write_text
+from mmfer.io import atomic_path, check_writable, read_json, write_json, write_text
 from mmfer.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from mmfer.streams import stream
 
@@ -290,7 +290,12 @@ def export(run: str | Path, out: str | Path, force: bool = False, seed: int | No
                                  "another --out")
     files = checkpoints(run, seed=seed)
     first = read_checkpoint(files[0])
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MmferError(f"--out {out}: cannot create {out.parent} ({err.strerror or err}); choose another place") \
+            from None
+    check_writable(out, "--out")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         (tmp / "models").mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,20 @@ def segment_of(duration: float, start: float | None, end: float | None) -> tuple
     return float(start), float(min(end, duration))
 
 
+@contextlib.contextmanager
+def sound_source(path: str | Path):
+    """What soundfile opens for ``path``: the name, or, for a name that is not valid UTF-8 (libsndfile
+    takes UTF-8 names only), the file opened by Python."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        with open(path, "rb") as fh:
+            yield fh
+        return
+    yield name
+
+
 def audio_header(path: str | Path):
     """The file's header, checked before anything is decoded: memory stays bounded whatever a file claims
     to be (rate 8-192 kHz, 1-32 channels)."""
@@ -57,7 +72,8 @@ def audio_header(path: str | Path):
     if path.stat().st_size == 0:
         raise AudioError("empty audio file")
     try:
-        info = sf.info(path)
+        with sound_source(path) as src:
+            info = sf.info(src)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise AudioError(f"unreadable audio ({str(err).splitlines()[0][:120]})") from None
     if not MIN_RATE <= info.samplerate <= MAX_RATE:
@@ -110,7 +126,7 @@ def read_mono(path: Path, info, first: int, frames: int, target_rate: int = SAMP
     pad = 0 if sr == target_rate else step * max(1, -(-64 * max(up, down) // (up * step)))  # > the filter's reach
     block = max(step, (BLOCK_SAMPLES // max(info.channels, 1)) // step * step)
     out = []
-    with sf.SoundFile(str(path)) as f:
+    with sound_source(path) as src, sf.SoundFile(src) as f:
         for s in range(0, frames, block):
             lo, hi = max(0, s - pad), min(frames, s + block + pad)
             f.seek(first + lo)

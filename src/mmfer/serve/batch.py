@@ -243,9 +243,12 @@ class Journal:
             os.fsync(fh.fileno())
         self.rows += rows
 
-    def finish(self, classes: list[str] | None = None) -> None:
-        write_rows(self.rows, self.out, classes)
+    def finish(self, classes: list[str] | None = None, echo: Callable[[str], None] | None = None) -> None:
+        escaped = write_rows(self.rows, self.out, classes)
         self.partial.unlink(missing_ok=True)
+        if escaped and echo is not None:
+            echo(f"note: {escaped} cell(s) (file names, most likely) are not valid UTF-8 text: written to "
+                 f"{self.out.name} with \\xNN escapes for the undecodable bytes")
 
 
 @contextlib.contextmanager
@@ -271,7 +274,7 @@ def resume(items: list[Item], out: Path | None,
     writable(out, "--out")
     journal = Journal(out)
     done = journal.load()
-    todo = [it for it in items if it.key not in done]
+    todo = [it for it in items if it.key not in done and printable(it.key) not in done]
     if done:
         echo(f"resuming: {len(items) - len(todo)} input(s) already in {out.name}, {len(todo)} to do")
     return journal, todo
@@ -301,12 +304,10 @@ def check_plot_target(plot: Path, inputs: list[Path], out: Path | None) -> None:
 
 
 def writable(path: Path, option: str) -> None:
-    """Refuse, before any work, an output whose folder is missing or cannot be written."""
-    folder = Path(path).expanduser().resolve().parent
-    if not folder.is_dir():
-        raise MmferError(f"{option} {path}: the folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise MmferError(f"{option} {path}: the folder {folder} is not writable")
+    """Refuse, before any work, an output whose folder is missing or cannot be written (``io.check_writable``)."""
+    from mmfer.io import check_writable
+
+    check_writable(path, option)
 
 
 def output_format(out: Path) -> str:
@@ -363,13 +364,33 @@ def _escape(v):
     return "'" + v if isinstance(v, str) and v.startswith(FORMULA) else v
 
 
-def write_rows(rows: list[dict], out: Path, classes: list[str] | None = None) -> None:
-    """Atomically, in the format the suffix names, with the full column set (``classes``: the model's)."""
+def printable(v):
+    """A file name that is not valid UTF-8 (Python keeps its bytes as surrogates) as text every writer
+    accepts: the undecodable bytes become ``\\xNN`` escapes. Other values are returned as they are."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return v
+
+
+def write_rows(rows: list[dict], out: Path, classes: list[str] | None = None) -> int:
+    """Atomically, in the format the suffix names, with the full column set (``classes``: the model's);
+    returns how many cells had to be escaped as not valid UTF-8 (see :func:`printable`)."""
     import pandas as pd
 
     from mmfer.io import atomic_path
 
-    df = pd.DataFrame(rows)
+    escaped = 0
+
+    def safe(r: dict) -> dict:
+        nonlocal escaped
+        out = {k: printable(v) for k, v in r.items()}
+        escaped += sum(out[k] is not r[k] for k in r if isinstance(r[k], str))
+        return out
+
+    df = pd.DataFrame([safe(r) for r in rows])
     if classes is not None:
         df = df.reindex(columns=[*columns_of(classes), *(c for c in df.columns if c not in columns_of(classes))])
     fmt = output_format(out)
@@ -380,6 +401,7 @@ def write_rows(rows: list[dict], out: Path, classes: list[str] | None = None) ->
             df.to_parquet(tmp, index=False)
         else:
             df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+    return escaped
 
 
 class BatchPredictor:
@@ -559,7 +581,7 @@ class BatchPredictor:
             flush()
         if journal is None:
             return rows
-        journal.finish(self.pred.classes)
+        journal.finish(self.pred.classes, echo)
         return journal.rows
 
 
@@ -647,5 +669,5 @@ def _run_on(executor, batch: BatchPredictor, spec: PredictorSpec, items: list[It
     if journal is None:
         return sorted(rows, key=lambda r: order.get(r["key"], len(order)))
     journal.rows.sort(key=lambda r: order.get(r["key"], len(order)))
-    journal.finish(batch.pred.classes)
+    journal.finish(batch.pred.classes, echo)
     return journal.rows

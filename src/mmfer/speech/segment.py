@@ -18,7 +18,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from mmfer.errors import MmferError
-from mmfer.features.audio import SAMPLE_RATE, AudioError, audio_header, check_float_range
+from mmfer.features.audio import SAMPLE_RATE, AudioError, audio_header, check_float_range, sound_source
 
 BLOCK_SECONDS = 60.0
 TAIL_SECONDS = 1.0  # a segment ending this close to the buffer's end may go on in the next block
@@ -44,16 +44,21 @@ def stream_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Ite
     sr = info.samplerate
     g = np.gcd(sr, SAMPLE_RATE)
     try:
-        for block in sf.blocks(str(path), blocksize=int(block_seconds * sr), dtype="float32", always_2d=True):
-            check_float_range(block, info.subtype)
-            x = block.mean(axis=1)
-            if sr != SAMPLE_RATE:
-                x = resample_poly(x, SAMPLE_RATE // g, sr // g).astype(np.float32)
-            if not np.isfinite(x).all():
-                raise AudioError("audio contains NaN or infinite samples")
-            yield x
+        with sound_source(path) as src:
+            yield from _blocks(src, sr, g, info.subtype, block_seconds)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"unreadable audio ({str(err).splitlines()[0][:120]})") from None
+
+
+def _blocks(src, sr: int, g: int, subtype: str, block_seconds: float) -> Iterator[np.ndarray]:
+    for block in sf.blocks(src, blocksize=int(block_seconds * sr), dtype="float32", always_2d=True):
+        check_float_range(block, subtype)
+        x = block.mean(axis=1)
+        if sr != SAMPLE_RATE:
+            x = resample_poly(x, SAMPLE_RATE // g, sr // g).astype(np.float32)
+        if not np.isfinite(x).all():
+            raise AudioError("audio contains NaN or infinite samples")
+        yield x
 
 
 def _vad(x: np.ndarray, max_seconds: float) -> list[tuple[int, int]]:
