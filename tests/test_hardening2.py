@@ -436,3 +436,22 @@ def test_8_unwritable_outputs_are_refused_before_any_work(tmp_path, trained_runs
             runs.export(trained_runs / "audio", Path("/proc/no/ex"))
     writable(tmp_path / "fine.csv", "--out")
     assert not list(tmp_path.glob(".mmfer-probe-*"))  # the probe is removed
+
+
+def test_16_a_long_manifest_segment_is_cut_like_a_long_file(tmp_path, sample_corpus):
+    from mmfer.corpora import read_corpus
+    from mmfer.features.audio import load_audio
+    from mmfer.serve.batch import expand_inputs, units_of
+
+    table = read_corpus(sample_corpus).table
+    gap = np.zeros(16000, np.float32)
+    speech = [load_audio(a) for a in table["audio"].iloc[:12]]
+    x = np.concatenate([gap] + [s for u in speech for s in (u, gap)])
+    sf.write(tmp_path / "long.wav", x, 16000)
+    m = tmp_path / "m.csv"
+    m.write_text("audio,start,end,text\nlong.wav,2.0,%.2f,whole segment\n" % (len(x) / 16000 - 1))
+    (item,) = expand_inputs([m])
+    assert item.end - item.start > 20
+    units = list(units_of(item, 20.0, 1.0, 15.0))
+    assert len(units) >= 3 and all(item.start <= u.start < u.end <= item.end + 0.01 for u in units)
+    assert all(u.end - u.start <= 15.01 for u in units) and all(u.text is None for u in units)

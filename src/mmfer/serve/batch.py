@@ -127,13 +127,20 @@ class Unit:
 
 
 def units_of(item: Item, max_utterance: float, min_seconds: float, max_seconds: float) -> Iterator[Unit]:
-    """A short file or a manifest segment: one unit; a long recording: its speech segments, streamed."""
-    from mmfer.features.audio import audio_header
+    """A short file or a short manifest segment: one unit; a long recording or a long manifest segment: its
+    speech segments (a file streamed; a segment, at most MAX_SECONDS, read and then cut)."""
+    from mmfer.features.audio import MAX_SECONDS, audio_header, segment_of
     from mmfer.speech.segment import segments
 
     info = audio_header(item.file)
     duration = info.frames / info.samplerate
-    if item.start is not None and item.end is not None:
+    if item.start is not None and item.end is not None and item.end - item.start > max_utterance:
+        part = segment_of(duration, item.start, item.end)
+        x = load_audio(item.file, start=item.start, end=item.end, max_seconds=MAX_SECONDS)
+        offset = part[0] if part is not None else 0.0
+        for seg in segments(x, min_seconds, max_seconds):
+            yield Unit(offset + seg.start, offset + seg.end, seg.signal, None)  # its transcript cannot be split
+    elif item.start is not None and item.end is not None:
         x = load_audio(item.file, start=item.start, end=item.end, max_seconds=max_utterance)
         yield Unit(item.start, item.start + len(x) / SAMPLE_RATE, x, item.text)
     elif duration <= max_utterance:
@@ -207,7 +214,7 @@ def _short(item: Item, max_utterance: float) -> bool:
     from mmfer.features.audio import audio_header
 
     if item.start is not None and item.end is not None:
-        return True
+        return item.end - item.start <= max_utterance
     info = audio_header(item.file)
     return info.frames / info.samplerate <= max_utterance
 
