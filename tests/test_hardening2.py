@@ -455,3 +455,23 @@ def test_16_a_long_manifest_segment_is_cut_like_a_long_file(tmp_path, sample_cor
     units = list(units_of(item, 20.0, 1.0, 15.0))
     assert len(units) >= 3 and all(item.start <= u.start < u.end <= item.end + 0.01 for u in units)
     assert all(u.end - u.start <= 15.01 for u in units) and all(u.text is None for u in units)
+
+
+def test_small_a_damaged_mp3_does_not_flood_stderr(tmp_path):
+    import subprocess
+    import sys
+
+    x = (np.sin(np.arange(16000 * 20) / 10) * 0.3).astype(np.float32)
+    sf.write(tmp_path / "good.mp3", x, 16000, format="MP3")
+    good, rng, b = (tmp_path / "good.mp3").read_bytes(), np.random.default_rng(0), bytearray()
+    for i in range(0, len(good), 1500):  # junk between the frames: the decoder resyncs, and says so, each time
+        b += good[i:i + 1500] + bytes(rng.integers(0, 256, 40, dtype=np.uint8))
+    (tmp_path / "junk.mp3").write_bytes(bytes(b))
+    code = ("from mmfer.features.audio import load_audio, AudioError\n"
+            f"try: load_audio({str(tmp_path / 'junk.mp3')!r})\nexcept AudioError as e: print(e.reason)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr.count("\n") <= 1, out.stderr[:300]
+    unmuted = subprocess.run([sys.executable, "-c", "import soundfile as sf\ntry: sf.read(" +
+                              repr(str(tmp_path / "junk.mp3")) + ")\nexcept Exception: pass"],
+                             capture_output=True, text=True, timeout=120)
+    assert unmuted.stderr.count("\n") > 20  # what libmpg123 prints when nobody mutes it

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -49,18 +52,43 @@ def segment_of(duration: float, start: float | None, end: float | None) -> tuple
     return float(start), float(min(end, duration))
 
 
+CHATTY = {".mp3", ".mpeg", ".mpga", ".mp2"}  # libmpg123 writes a line to stderr for each bad frame
+_STDERR = threading.Lock()
+
+
+@contextlib.contextmanager
+def decoder_quiet(enabled: bool = True):
+    """Send what a C decoder writes to file descriptor 2 to nowhere while it runs: a damaged MP3 makes
+    libmpg123 print thousands of "Illegal Audio-MPEG-Header" lines; mmfer says what went wrong itself
+    (errors.csv, the row's error). One decode at a time holds the descriptor (a lock)."""
+    if not enabled:
+        yield
+        return
+    with _STDERR:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "wb") as sink:
+                os.dup2(sink.fileno(), 2)
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 @contextlib.contextmanager
 def sound_source(path: str | Path):
     """What soundfile opens for ``path``: the name, or, for a name that is not valid UTF-8 (libsndfile
-    takes UTF-8 names only), the file opened by Python."""
+    takes UTF-8 names only), the file opened by Python; MP3 decoding runs with its stderr chatter muted."""
     name = str(path)
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        with open(path, "rb") as fh:
-            yield fh
-        return
-    yield name
+    with decoder_quiet(Path(name).suffix.lower() in CHATTY):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            with open(path, "rb") as fh:
+                yield fh
+            return
+        yield name
 
 
 def audio_header(path: str | Path):
