@@ -475,3 +475,41 @@ def test_small_a_damaged_mp3_does_not_flood_stderr(tmp_path):
                               repr(str(tmp_path / "junk.mp3")) + ")\nexcept Exception: pass"],
                              capture_output=True, text=True, timeout=120)
     assert unmuted.stderr.count("\n") > 20  # what libmpg123 prints when nobody mutes it
+
+
+@pytest.mark.parametrize("engine", ["local", "executor"])
+def test_15_a_resumed_batch_predicts_what_an_uninterrupted_one_does(trained_runs, sample_corpus, tmp_path, engine):
+    """Dialogue context (and speaker statistics) come from all inputs, also when rows were done before the
+    interruption; through an executor (Ray's path) as well as locally."""
+    import json
+
+    import pandas as pd
+
+    import mmfer
+    from mmfer.corpora import read_corpus
+    from mmfer.engine import Serial
+    from mmfer.serve.batch import PredictorSpec, expand_inputs, run_on
+
+    t = read_corpus(sample_corpus).table.iloc[:16]
+    m = tmp_path / "m.csv"
+    pd.DataFrame({"id": t["utt_id"], "audio": t["audio"], "text": t["text"], "speaker": t["speaker"],
+                  "dialogue": [f"d{i % 2}" for i in range(len(t))]}).to_csv(m, index=False)
+    model = mmfer.load(trained_runs / "mmmf", asr="none")
+    items = expand_inputs([m])
+
+    def predict(out: Path) -> list[dict]:
+        if engine == "local":
+            return model.batch.run(items, out, progress=False, echo=lambda s: None)
+        spec = PredictorSpec(str(model.predictor.path), **model.spec)
+        return run_on(Serial(), model.batch, spec, items, out, echo=lambda s: None, progress=False)
+
+    whole = predict(tmp_path / "whole.jsonl")
+    cut = tmp_path / "cut.jsonl"
+    with open(cut.with_name(cut.name + ".partial.jsonl"), "w") as fh:  # killed after 6 inputs
+        for r in whole[:6]:
+            fh.write(json.dumps(r) + "\n")
+    resumed = predict(cut)
+    assert [r["key"] for r in resumed] == [r["key"] for r in whole]
+    for a, b in zip(whole, resumed):
+        assert a["emotion"] == b["emotion"]
+        assert max(abs(a[k] - b[k]) for k in a if k.startswith("p_")) < 1e-5

@@ -508,18 +508,20 @@ class BatchPredictor:
         return self._row(res, text, source, lang), res
 
     def run(self, items: list[Item], out: Path | None, progress: bool = True,
-            echo: Callable[[str], None] = print, stats: dict[str, dict] | None = None) -> list[dict]:
+            echo: Callable[[str], None] = print, stats: dict[str, dict] | None = None,
+            done_before: dict[str, list[str]] | None = None) -> list[dict]:
         """All rows, in input order; with ``out``, journalled and written (resuming an earlier run).
-        ``stats``: per-speaker statistics computed already (by a Ray driver), else computed here.
+        ``stats``: per-speaker statistics computed already (by a Ray driver), else computed here;
+        ``done_before``: for an input, the transcripts of its conversation's inputs done earlier just before
+        it (a Ray driver's, from its journal), else read from the journal here.
 
         Short inputs whose audio features were read ahead are predicted PREDICT_BATCH at a time
         (Predictor.predict_many); long recordings one segment at a time, in order."""
-
-
         with output_lock(out):
-            return self._run(items, out, progress, echo, stats)
+            return self._run(items, out, progress, echo, stats, done_before)
 
-    def _run(self, items: list[Item], out: Path | None, progress: bool, echo, stats) -> list[dict]:
+    def _run(self, items: list[Item], out: Path | None, progress: bool, echo, stats,
+             given_before: dict[str, list[str]] | None = None) -> list[dict]:
         from tqdm import tqdm
 
         from mmfer.serve.predictor import Request
@@ -528,20 +530,8 @@ class BatchPredictor:
         # speaker statistics and dialogue context come from *all* inputs, so a resumed run predicts exactly
         # what an uninterrupted one would (the done inputs' transcripts are read back from the journal)
         stats = self.speaker_stats(items) if stats is None else stats
-        said: dict[str, list[str]] = {}
-        for r in journal.rows if journal is not None else []:
-            if r.get("transcript"):
-                said.setdefault(r["key"], []).append(r["transcript"])
-        waiting = {it.key for it in todo}
-        done_before: dict[str, list[str]] = {}  # a pending input -> the done inputs' transcripts just before it
-        buffer: dict[str, list[str]] = {}
-        for it in items:
-            if not it.dialogue:
-                continue
-            if it.key in waiting:
-                done_before[it.key] = buffer.pop(it.dialogue, [])
-            else:
-                buffer.setdefault(it.dialogue, []).extend(said.get(it.key, []))
+        done_before = (earlier_context(items, todo, journal.rows if journal is not None else [])
+                       if given_before is None else given_before)
         contexts: dict[str, list[str]] = {}
         rows: list[dict] = []
         pending: list[tuple[Item, Unit, tuple, Request]] = []
@@ -621,11 +611,33 @@ class PredictorSpec:
 _BUILT: dict[PredictorSpec, BatchPredictor] = {}
 
 
-def predict_group(spec: PredictorSpec, items: list[Item], stats: dict) -> list[dict]:
-    """An executor's unit of work: the rows of a group of inputs, by a BatchPredictor built once per process."""
+def earlier_context(items: list[Item], todo: list[Item], done_rows: list[dict]) -> dict[str, list[str]]:
+    """For each input still to do: the transcripts of the inputs of its conversation that were done in an
+    earlier run and come just before it, so a resumed run sees the context an uninterrupted one would."""
+    said: dict[str, list[str]] = {}
+    for r in done_rows:
+        if r.get("transcript"):
+            said.setdefault(r["key"], []).append(r["transcript"])
+    waiting = {it.key for it in todo}
+    before: dict[str, list[str]] = {}
+    buffer: dict[str, list[str]] = {}
+    for it in items:
+        if not it.dialogue:
+            continue
+        if it.key in waiting:
+            before[it.key] = buffer.pop(it.dialogue, [])
+        else:
+            buffer.setdefault(it.dialogue, []).extend(said.get(it.key, []))
+    return before
+
+
+def predict_group(spec: PredictorSpec, items: list[Item], stats: dict,
+                  done_before: dict[str, list[str]] | None = None) -> list[dict]:
+    """An executor's unit of work: the rows of a group of inputs, by a BatchPredictor built once per process
+    (``done_before``: the conversation context of inputs done in an earlier run, see earlier_context)."""
     if spec not in _BUILT:
         _BUILT[spec] = spec.build()
-    return _BUILT[spec].run(items, None, progress=False, stats=stats)
+    return _BUILT[spec].run(items, None, progress=False, stats=stats, done_before=done_before or {})
 
 
 def groups_of(items: list[Item]) -> list[list[int]]:
@@ -658,6 +670,7 @@ def _run_on(executor, batch: BatchPredictor, spec: PredictorSpec, items: list[It
 
     journal, todo = resume(items, out, echo)
     stats = batch.speaker_stats(items, progress)
+    before = earlier_context(items, todo, journal.rows if journal is not None else [])
     size = max(1, min(64, -(-len(todo) // (4 * executor.cpus()))))
     chunks: list[list[int]] = []
     for g in groups_of(todo):
@@ -666,7 +679,9 @@ def _run_on(executor, batch: BatchPredictor, spec: PredictorSpec, items: list[It
         chunks[-1].extend(g)
     rows: list[dict] = []
     bar = tqdm(total=len(todo), desc="predict", unit="file", disable=not progress)
-    for i, got in executor.map(predict_group, [(spec, [todo[j] for j in c], stats) for c in chunks]):
+    jobs = [(spec, [todo[j] for j in c], stats, {todo[j].key: before[todo[j].key] for j in c if todo[j].key in before})
+            for c in chunks]
+    for i, got in executor.map(predict_group, jobs):
         if journal is not None:
             journal.add(got)
         rows += got
