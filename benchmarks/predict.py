@@ -36,7 +36,8 @@ def main() -> None:
 
     from mmfer.corpora import read_corpus
     from mmfer.features.audio import SAMPLE_RATE, load_audio
-    from mmfer.serve.batch import BatchPredictor, expand_inputs
+    from mmfer.serve.batch import BatchPredictor
+    from mmfer.serve.inputs import expand_inputs
     from mmfer.serve.predictor import Predictor
     from mmfer.speech.asr import recogniser
 

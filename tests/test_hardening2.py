@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from mmfer.errors import CorpusError, MmferError
-from mmfer.serve.batch import Item, check_plot_target, read_rows, resume, write_rows
+from mmfer.serve.inputs import Item
+from mmfer.serve.rows import check_plot_target, read_rows, resume, write_rows
 
 ROW = {"key": "", "file": "a.wav", "speaker": "", "start": 0.0, "end": 1.0, "transcript": "hi",
        "transcript_source": "typed", "language": None, "emotion": "neu", "p_ang": 0.1, "p_neu": 0.9,
@@ -79,7 +80,7 @@ def test_19_csv_cells_are_never_formulas(tmp_path):
 
 def test_9_a_huge_manifest_cell_is_a_file_line_error(tmp_path):
     from mmfer.corpora import read_corpus
-    from mmfer.serve.batch import expand_inputs
+    from mmfer.serve.inputs import expand_inputs
 
     m = tmp_path / "m.csv"
     m.write_text("id,audio,text,label,speaker\nok,a.wav,hello,neu,s1\nbig,a.wav," + "x" * 200_000 + ",neu,s1\n")
@@ -167,7 +168,7 @@ def test_13_a_model_folder_never_chooses_a_vectors_file(trained_runs, tmp_path, 
 
 
 def test_2_manifest_rows_are_keyed_by_row_and_duplicate_ids_refused(tmp_path):
-    from mmfer.serve.batch import expand_inputs
+    from mmfer.serve.inputs import expand_inputs
 
     wav = tmp_path / "a.wav"
     sf.write(wav, np.zeros(1600, np.float32), 16000)
@@ -181,7 +182,7 @@ def test_2_manifest_rows_are_keyed_by_row_and_duplicate_ids_refused(tmp_path):
 
 
 def test_4_8_an_output_is_locked_and_checked_before_any_work(tmp_path):
-    from mmfer.serve.batch import output_lock
+    from mmfer.serve.rows import output_lock
 
     out = tmp_path / "r.csv"
     with output_lock(out):
@@ -204,7 +205,7 @@ def test_4_8_an_output_is_locked_and_checked_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("start, end", [("2", "1"), ("-5", "1"), ("inf", "3"), ("1", "1e308"), ("1", "1")])
 def test_16_manifest_times_are_validated(tmp_path, start, end):
-    from mmfer.serve.batch import expand_inputs
+    from mmfer.serve.inputs import expand_inputs
 
     sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16000)
     m = tmp_path / "m.csv"
@@ -275,7 +276,7 @@ def test_10_the_demo_caps_concurrent_decodes(trained_runs, sample_corpus):
     from mmfer.corpora import read_corpus
     from mmfer.serve.app import create_app
 
-    app = create_app(trained_runs / "audio", asr="none", max_decodes=1)
+    app = create_app(trained_runs / "audio", asr="none", max_decodes=1, decode_wait=0.3)
     client = TestClient(app, base_url="http://127.0.0.1:8000")
     wav = Path(read_corpus(sample_corpus).table.iloc[0]["audio"]).read_bytes()
     assert app.state.decodes.acquire(blocking=False)  # one upload being analysed
@@ -421,7 +422,7 @@ def test_7_a_file_name_that_is_not_utf8_is_written_escaped_and_resumes(trained_r
 
 def test_8_unwritable_outputs_are_refused_before_any_work(tmp_path, trained_runs):
     from mmfer import runs
-    from mmfer.serve.batch import writable
+    from mmfer.serve.rows import writable
 
     with pytest.raises(MmferError, match="does not exist; create it first"):
         writable(tmp_path / "nodir" / "sub" / "r.csv", "--out")
@@ -441,7 +442,7 @@ def test_8_unwritable_outputs_are_refused_before_any_work(tmp_path, trained_runs
 def test_16_a_long_manifest_segment_is_cut_like_a_long_file(tmp_path, sample_corpus):
     from mmfer.corpora import read_corpus
     from mmfer.features.audio import load_audio
-    from mmfer.serve.batch import expand_inputs, units_of
+    from mmfer.serve.inputs import expand_inputs, units_of
 
     table = read_corpus(sample_corpus).table
     gap = np.zeros(16000, np.float32)
@@ -488,7 +489,8 @@ def test_15_a_resumed_batch_predicts_what_an_uninterrupted_one_does(trained_runs
     import mmfer
     from mmfer.corpora import read_corpus
     from mmfer.engine import Serial
-    from mmfer.serve.batch import PredictorSpec, expand_inputs, run_on
+    from mmfer.serve.inputs import expand_inputs
+    from mmfer.serve.remote import PredictorSpec, run_on
 
     t = read_corpus(sample_corpus).table.iloc[:16]
     m = tmp_path / "m.csv"

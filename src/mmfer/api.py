@@ -192,7 +192,7 @@ class Model:
         statistics. A recording longer than the model's utterances comes back with its ``segments``;
         ``start``/``end`` (seconds) name one segment of a file."""
         from mmfer.features.audio import AudioError
-        from mmfer.serve.batch import Item, Unit, units_of
+        from mmfer.serve.inputs import Item, Unit, units_of
 
         try:
             speaker = self._speaker(speaker_audio) if speaker_audio else None
@@ -249,7 +249,9 @@ class Model:
         and written atomically. A file name that is not valid UTF-8 appears with ``\\xNN`` escapes."""
         import pandas as pd
 
-        from mmfer.serve.batch import PredictorSpec, expand_inputs, printable, run_on
+        from mmfer.serve.inputs import expand_inputs
+        from mmfer.serve.remote import PredictorSpec, run_on
+        from mmfer.serve.rows import printable
 
         items = expand_inputs([Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)],
                               allow_outside=allow_outside)

@@ -301,7 +301,8 @@ def predict_cmd(
     """Predict emotions: one utterance (probabilities, modality gate, what was attended to), or many
     files / a long recording (a table of segments, with --out and --plot)."""
     from mmfer.api import Model
-    from mmfer.serve.batch import check_plot_target, expand_inputs
+    from mmfer.serve.inputs import expand_inputs
+    from mmfer.serve.rows import check_plot_target
     from mmfer.speech.asr import available
 
     items = expand_inputs(inputs, allow_outside=allow_outside)
@@ -358,7 +359,7 @@ def _is_short(item, max_utterance: float) -> bool:
 
 
 def _print_rows(rows: list[dict], classes: list[str]) -> None:
-    from mmfer.serve.batch import printable
+    from mmfer.serve.rows import printable
 
     for r in rows:
         where = f"{printable(Path(r['file']).name)} {r['start'] or 0:7.2f}-{r['end'] or 0:7.2f} s"

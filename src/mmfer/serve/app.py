@@ -18,6 +18,7 @@ from mmfer.errors import MmferError, NoSpeech
 from mmfer.features.audio import SAMPLE_RATE
 
 MAX_DECODES = 2  # uploads decoded and analysed at once; the predictor's engines run one at a time anyway
+DECODE_WAIT = 30.0  # seconds an upload waits for its turn before 503
 ACCEPTED = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 
@@ -103,12 +104,14 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
                allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1"),
                lexical: str | Path | None = None, acoustic: str | Path | None = None, asr: str | None = "auto",
                language: str | None = None,
-               max_utterance: float = 20.0, seed: int | None = None, max_decodes: int = MAX_DECODES) -> FastAPI:
+               max_utterance: float = 20.0, seed: int | None = None, max_decodes: int = MAX_DECODES,
+               decode_wait: float = DECODE_WAIT) -> FastAPI:
     """The demo app. ``allowed_hosts``: Host header values answered (against DNS rebinding); ``lexical``:
     a text encoder folder the user vouches for (see Predictor); ``asr``: the recogniser that fills in a
     missing transcript (speech.asr.recogniser; 'none' = off); an upload longer than ``max_utterance``
     seconds is cut into segments and shown as a timeline; at most ``max_decodes`` uploads are decoded and
-    analysed at once (each holds its signal: more get 503 and a retry hint)."""
+    analysed at once (each holds its signal): another waits up to ``decode_wait`` seconds for a turn, then
+    gets 503 and a retry hint."""
     from mmfer.serve.predictor import Predictor, resolve_model_dir
     from mmfer.speech.asr import recogniser
 
@@ -212,7 +215,7 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
         if pred is None or (pred.needs_text and not text.strip() and rec is None):
             raise BadInput(422, "this model needs the transcript: fill in the transcript field")
         previous = [line for line in context.splitlines() if line.strip()] or None
-        if not app.state.decodes.acquire(blocking=False):
+        if not await run_in_threadpool(app.state.decodes.acquire, True, decode_wait):
             raise BadInput(503, f"the server is analysing {max_decodes} upload(s) already: try again in a moment")
         try:
             return await run_in_threadpool(_analyse, pred, rec, data, suffix, text, previous, max_seconds,
@@ -241,7 +244,8 @@ def _analyse(pred, rec, data: bytes, suffix: str, text: str, previous: list[str]
     is one utterance; a long one is cut into segments, each predicted with the ones before as context,
     and drawn as a timeline."""
     from mmfer.features.audio import AudioError, audio_header, load_audio
-    from mmfer.serve.batch import BatchPredictor, Item, Unit, units_of
+    from mmfer.serve.batch import BatchPredictor
+    from mmfer.serve.inputs import Item, Unit, units_of
 
     batch = BatchPredictor(pred, rec if pred.needs_text else None, max_utterance=max_utterance)
     with tempfile.TemporaryDirectory(prefix="mmfer-") as tmp:
