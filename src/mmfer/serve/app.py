@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import tempfile
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -215,7 +217,7 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
         if pred is None or (pred.needs_text and not text.strip() and rec is None):
             raise BadInput(422, "this model needs the transcript: fill in the transcript field")
         previous = [line for line in context.splitlines() if line.strip()] or None
-        if not await run_in_threadpool(app.state.decodes.acquire, True, decode_wait):
+        if not await _turn(app.state.decodes, decode_wait):
             raise BadInput(503, f"the server is analysing {max_decodes} upload(s) already: try again in a moment")
         try:
             return await run_in_threadpool(_analyse, pred, rec, data, suffix, text, previous, max_seconds,
@@ -226,6 +228,17 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
             app.state.decodes.release()
 
     return app
+
+
+async def _turn(slots: threading.BoundedSemaphore, wait: float) -> bool:
+    """A decode slot within ``wait`` seconds, waited for on the event loop (a waiting upload holds no
+    worker thread: a flood of uploads queues here, not in the thread pool)."""
+    deadline = time.monotonic() + wait
+    while not slots.acquire(blocking=False):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 def _still_there(pred) -> bool:
