@@ -53,6 +53,19 @@ def sample_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def few_utterances(tmp_path_factory, sample_corpus) -> Path:
+    """A manifest of 12 sample-corpus utterances (absolute paths: prepare with allow_outside=True), for the
+    tests that only need some real audio to extract, at a seventh of the whole corpus's cost."""
+
+    from mmfer.corpora import read_corpus
+
+    t = read_corpus(sample_corpus).table.head(12)
+    path = tmp_path_factory.mktemp("few") / "few.csv"
+    t[["utt_id", "audio", "text", "label", "speaker"]].rename(columns={"utt_id": "id"}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory, sample_corpus) -> Path:
     """runs/{audio,mmmf} trained briefly on real features of the sample corpus (for predict/serve tests): two
     of the five folds, enough for an ensemble and cheaper to train and to predict with. Built once per test
@@ -70,3 +83,26 @@ def trained_runs(tmp_path_factory, sample_corpus) -> Path:
                    only=TRAINED_FOLDS)
 
     return shared(tmp_path_factory, "trained", build) / "runs"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """File order for two xdist workers (``--dist loadfile --no-loadscope-reorder``, as `make test` runs it):
+    first one file that needs the trained runs, so that one worker starts building them (about a minute)
+    at once; then the files that need no shared fixture, which the other worker runs meanwhile instead of
+    waiting; then those that need only the sample corpus; then the rest. Largest files first within each
+    group, so that no long file starts last. The order changes no result, only the suite's wall time."""
+    files: dict = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
+
+    def rank(path) -> int:
+        names = {n for it in files[path] for n in getattr(it, "fixturenames", ())}
+        return 2 if "trained_runs" in names else 1 if names & {"sample_corpus", "few_utterances"} else 0
+
+    def size(path) -> int:
+        return -path.stat().st_size  # a file's length: a rough proxy for its running time
+
+    trained = sorted((p for p in files if rank(p) == 2), key=size)
+    order = trained[:1] + sorted((p for p in files if rank(p) == 0), key=size) + \
+        sorted((p for p in files if rank(p) == 1), key=size) + trained[1:]
+    items[:] = [it for p in order for it in files[p]]

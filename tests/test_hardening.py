@@ -160,21 +160,21 @@ def test_broken_checkpoints_and_configs_are_one_line_errors(trained_runs, row, t
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "c.yaml:" in proc.stderr
 
 
-def test_damaged_store_is_named_and_repaired_by_prepare(sample_corpus, tmp_path):
+def test_damaged_store_is_named_and_repaired_by_prepare(few_utterances, tmp_path):
     from mmfer.errors import MmferError
     from mmfer.features.prepare import prepare
     from mmfer.features.store import FeatureStore
 
     store = tmp_path / "store"
-    kw = {"progress": False, "warn": lambda m: None, "workers": 1, "streams": ["acoustic"]}
-    prepare(sample_corpus, store, **kw)
+    kw = {"progress": False, "warn": lambda m: None, "workers": 1, "streams": ["acoustic"], "allow_outside": True}
+    prepare(few_utterances, store, **kw)
     folder = next(store.glob("acoustic-*"))
     good = (folder / "data.npy").read_bytes()
     (folder / "data.npy").write_bytes(good[: len(good) // 2])
     (folder / ".data.npy.abc.tmp").write_bytes(b"x" * 1000)  # what a kill during the merge leaves
     with pytest.raises(MmferError, match="damaged feature set|rerun `mmfer prepare`"):
         FeatureStore(store)
-    res = prepare(sample_corpus, store, **kw)
+    res = prepare(few_utterances, store, **kw)
     assert res.reused == [] and (folder / "data.npy").read_bytes() == good  # re-extracted, same bytes
     assert not list(folder.glob(".*.tmp"))
     (store / "store.json").write_text("{broken")
@@ -185,7 +185,7 @@ def test_damaged_store_is_named_and_repaired_by_prepare(sample_corpus, tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
-def test_second_prepare_of_the_same_store_is_refused(sample_corpus, tmp_path):
+def test_second_prepare_of_the_same_store_is_refused(few_utterances, tmp_path):
     import os
 
     from mmfer.errors import MmferError
@@ -195,9 +195,10 @@ def test_second_prepare_of_the_same_store_is_refused(sample_corpus, tmp_path):
     store.mkdir()
     (store / ".mmfer-prepare.lock").write_text(str(os.getppid()))  # a live process holds it
     with pytest.raises(MmferError, match="being written by another mmfer prepare"):
-        prepare(sample_corpus, store, progress=False, warn=lambda m: None, streams=["acoustic"])
+        prepare(few_utterances, store, progress=False, warn=lambda m: None, streams=["acoustic"], allow_outside=True)
     (store / ".mmfer-prepare.lock").write_text("999999999")  # its writer is gone: taken over
-    prepare(sample_corpus, store, progress=False, warn=lambda m: None, streams=["acoustic"], workers=1)
+    prepare(few_utterances, store, progress=False, warn=lambda m: None, streams=["acoustic"], workers=1,
+            allow_outside=True)
     assert not (store / ".mmfer-prepare.lock").exists() and (store / "store.json").is_file()
 
 

@@ -158,17 +158,21 @@ def test_ray_cluster_has_two_nodes_on_loopback(ray_cluster):
     assert len(opened) >= 4 and all(loopback(a) for a, _ in opened), opened
 
 
-def test_prepare_via_ray_equals_the_local_store(ray_cluster, sample_corpus, trained_runs, tmp_path):
-    local = trained_runs.parent / "store"
+def test_prepare_via_ray_equals_the_local_store(ray_cluster, few_utterances, tmp_path):
+    from mmfer.api import prepare
+
+    local = tmp_path / "local"
+    prepare(few_utterances, local, progress=False, warn=lambda m: None, allow_outside=True,
+            streams=["acoustic", "lexical"])
     cfg = tmp_path / "small-shards.yaml"
-    cfg.write_text("features: {shard_size: 8}\n")  # several shards per stream, so both nodes take some
+    cfg.write_text("features: {shard_size: 4}\n")  # several shards per stream, so both nodes take some
     # the frames in small shards, written by the workers into the (shared) store folder
-    ray_cluster.mmfer("prepare", sample_corpus, "--out", tmp_path / "shared", "--ray", ray_cluster.address,
-                      "--config", cfg, "--streams", "acoustic")
+    ray_cluster.mmfer("prepare", few_utterances, "--out", tmp_path / "shared", "--ray", ray_cluster.address,
+                      "--config", cfg, "--streams", "acoustic", "--allow-outside")
     # the word encoder batches within a shard, so its floats depend on the shard size: the default here,
     # and the arrays sent back to the driver (--ray-transfer)
-    ray_cluster.mmfer("prepare", sample_corpus, "--out", tmp_path / "sent", "--ray", ray_cluster.address,
-                      "--ray-transfer", "--streams", "lexical")
+    ray_cluster.mmfer("prepare", few_utterances, "--out", tmp_path / "sent", "--ray", ray_cluster.address,
+                      "--ray-transfer", "--streams", "lexical", "--allow-outside")
     want = _files(local)
     shared, sent = _files(tmp_path / "shared"), _files(tmp_path / "sent")
     assert {k.split("-")[0] for k in shared if "/" in k} == {"acoustic"}
@@ -204,8 +208,10 @@ def test_predict_via_ray_writes_the_same_output(ray_cluster, sample_corpus, trai
     manifest = tmp_path / "m.csv"
     table[["audio", "text", "speaker", "dialog"]].rename(columns={"dialog": "dialogue"}).to_csv(manifest, index=False)
     model = trained_runs / "mmmf"
-    ray_cluster.mmfer("predict", model, manifest, "--out", tmp_path / "local.csv", "--asr", "none",
-                      "--allow-outside")
+    from mmfer.api import load
+
+    load(model, asr="none").predict_files(manifest, tmp_path / "local.csv", progress=False, allow_outside=True,
+                                          echo=lambda m: None)  # in-process: the same rows as `mmfer predict`
     ray_cluster.mmfer("predict", model, manifest, "--out", tmp_path / "ray.csv", "--asr", "none", "--allow-outside",
                       "--ray", ray_cluster.address)
     a, b = pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "ray.csv")
