@@ -215,9 +215,13 @@ def main() -> None:
     old = json.loads(a.out.read_text())["rows"] if a.out.is_file() else []
     keep = [r for r in old if a.only and r["corpus"] not in a.only]
     all_rows = sorted(keep + rows, key=_order)
+    ran = {r["corpus"] for r in rows}  # corpora not run now keep their rows and their comparisons
+    kept = [c for c in (json.loads(a.out.read_text()).get("comparisons", []) if a.out.is_file() else [])
+            if c["corpus"] not in ran]
+    fresh = comparisons([r for r in rows if r.get("intervals")], a.work)
     results = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
                "date": time.strftime("%Y-%m-%d"), "rows": all_rows,
-               "comparisons": comparisons([r for r in all_rows if r.get("intervals")], a.work)}
+               "comparisons": sorted(kept + fresh, key=lambda c: [v[0] for v in VERSUS].index(c["corpus"]))}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results) + "\n\n" + comparison_table(results))

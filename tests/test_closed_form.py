@@ -41,6 +41,28 @@ def test_fit_expert_chooses_c_on_validation_and_cross_fits():
     assert oof.shape == (80, 4) and (oof.argmax(1) == y[:80]).mean() > 0.7
 
 
+def test_fits_side_by_side_are_the_fits_one_after_another(monkeypatch):
+    """Cross-fits (and the two views' experts) run one thread per core with one BLAS thread each: the
+    same out-of-fold scores as one inner fit after another, run to run identical."""
+    import os
+
+    x, y = _data(n=160, d=700, seed=2)
+    speakers = np.repeat(np.arange(16), 10)
+    fit = fit_expert(x[:120], y[:120], x[120:], y[120:], 4, balanced=True)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    calls = []
+    from mmfer.training import closed_form
+
+    real = closed_form.side_by_side
+    monkeypatch.setattr(closed_form, "side_by_side", lambda fn, args: (calls.append(len(args)), real(fn, args))[1])
+    side = cross_fitted(fit, x[:120], y[:120], speakers[:120], 4, balanced=True)
+    again = cross_fitted(fit, x[:120], y[:120], speakers[:120], 4, balanced=True)
+    assert calls == [5, 5] and np.array_equal(side, again)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    alone = cross_fitted(fit, x[:120], y[:120], speakers[:120], 4, balanced=True)
+    assert np.allclose(side, alone, atol=1e-4) and (side.argmax(1) == alone.argmax(1)).all()
+
+
 def test_combine_weighs_experts_on_validation():
     rng = np.random.default_rng(0)
     y = np.arange(100) % 4

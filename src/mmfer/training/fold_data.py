@@ -23,7 +23,7 @@ from mmfer.errors import MmferError
 from mmfer.features.store import FeatureStore
 from mmfer.models.registry import get_model
 from mmfer.streams import stream
-from mmfer.training.closed_form import ExpertFit, combine, fit_expert
+from mmfer.training.closed_form import ExpertFit, combine, fit_expert, side_by_side
 from mmfer.training.folds import Fold
 
 VIEWS = ("speaker", "corpus")
@@ -107,20 +107,24 @@ def choose_view(store: FeatureStore, ids: list[list[str]], ys: list[np.ndarray],
     if not deciders:
         return "speaker", {}, {}
     balanced, n = balanced_loss(cfg), len(classes)
-    fits: dict[str, dict[str, ExpertFit]] = {}
-    ranks: dict[str, tuple] = {}
+    inputs = {}
     for view in VIEWS:
         norms = fit_normalizers(store, ids[0], deciders, view, cfg.features.speaker_min_utterances)
-        fits[view] = {k: _fit(store, k, ids, ys, norms[k], n, balanced, cfg.train.objective) for k in deciders}
-        _, ranks[view] = combine([f.val_logits for f in fits[view].values()], ys[1], n, cfg.train.objective)
+        inputs.update({(view, k): [_vectors(store, k, part, norms[k]) for part in ids[:2]] for k in deciders})
+    done = parallel_fits(inputs, ys, n, balanced, cfg.train.objective)
+    fits = {view: {k: done[(view, k)] for k in deciders} for view in VIEWS}
+    ranks = {view: combine([f.val_logits for f in fits[view].values()], ys[1], n, cfg.train.objective)[1]
+             for view in VIEWS}
     view = max(VIEWS, key=lambda v: (ranks[v], v == "speaker"))
     return view, {k: f for k, f in fits[view].items() if k in experts}, {v: r[0] for v, r in ranks.items()}
 
 
-def _fit(store: FeatureStore, kind: str, ids: list[list[str]], ys: list[np.ndarray], norm: StreamNorm, n: int,
-         balanced: bool, objective: str) -> ExpertFit:
-    return fit_expert(_vectors(store, kind, ids[0], norm), ys[0], _vectors(store, kind, ids[1], norm), ys[1], n,
-                      balanced, objective)
+def parallel_fits(inputs: dict, ys: list[np.ndarray], n: int, balanced: bool, objective: str) -> dict:
+    """The experts of both views and every stream, fitted side by side (``closed_form.side_by_side``)."""
+    keys = list(inputs)
+    fits = side_by_side(lambda key: fit_expert(*inputs[key][:1], ys[0], inputs[key][1], ys[1], n, balanced,
+                                               objective), keys)
+    return dict(zip(keys, fits))
 
 
 def _vectors(store: FeatureStore, kind: str, ids: list[str], norm: StreamNorm) -> np.ndarray:
