@@ -1,8 +1,10 @@
-"""Feature-extraction benchmark on the sample corpus: acoustic x real time (1 worker, all cores), lexical
-sentences/s, and how fast the store feeds an epoch. Writes JSON (default benchmarks/results/extract.json).
+"""Feature-extraction benchmark on the sample corpus: `prepare` with all default streams x real time (1 worker,
+all cores), the acoustic stream alone (the Whisper pass: frames and pooled), lexical sentences/s, and how
+fast the store feeds an epoch. Writes JSON (default benchmarks/results/extract.json).
 
-Targets: acoustic >= 50x real time per core; one epoch of features loads faster than the model trains
-on it (compare `epoch_load_seconds` with benchmarks/train.py's seconds per epoch).
+Targets: `prepare` with all default streams >= 50x real time on all cores (issue 25); one epoch of features
+loads faster than the model trains on it (compare `epoch_load_seconds` with benchmarks/train.py's seconds
+per epoch).
 
     python benchmarks/extract.py [--corpus DIR] [--out FILE] [--ssl-only]
 
@@ -101,6 +103,7 @@ def main() -> None:
         t = time.perf_counter()
         prepare(corpus, store, workers=workers, progress=False, warn=lambda m: None, lexical="minilm")
         result[f"prepare_seconds_{workers}_workers"] = round(time.perf_counter() - t, 2)
+        result[f"prepare_x_realtime_{workers}_workers"] = round(audio_seconds / (time.perf_counter() - t), 1)
         # acoustic alone: rebuild just that feature set
         fs = FeatureStore(store)
         shutil.rmtree(fs.features["acoustic"].path)
@@ -127,7 +130,7 @@ def main() -> None:
     result["epoch_batches_seconds"] = round(time.perf_counter() - t, 3)
     result["epoch_utterances"] = n
     result["ssl"] = ssl_speed(corpus)
-    result["targets"] = {"acoustic_x_realtime_per_core>=50": result["acoustic_x_realtime_per_core"] >= 50}
+    result["targets"] = {"prepare_x_realtime>=50": result[f"prepare_x_realtime_{cores}_workers"] >= 50}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
