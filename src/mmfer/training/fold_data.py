@@ -122,7 +122,7 @@ def choose_view(store: FeatureStore, ids: list[list[str]], ys: list[np.ndarray],
 def parallel_fits(inputs: dict, ys: list[np.ndarray], n: int, balanced: bool, objective: str) -> dict:
     """The experts of both views and every stream, fitted side by side (``closed_form.side_by_side``)."""
     keys = list(inputs)
-    fits = side_by_side(lambda key: fit_expert(*inputs[key][:1], ys[0], inputs[key][1], ys[1], n, balanced,
+    fits = side_by_side(lambda key: fit_expert(inputs[key][0], ys[0], inputs[key][1], ys[1], n, balanced,
                                                objective), keys)
     return dict(zip(keys, fits))
 
