@@ -102,8 +102,9 @@ def main() -> None:
         store = work / f"store-{workers}"
         t = time.perf_counter()
         prepare(corpus, store, workers=workers, progress=False, warn=lambda m: None, lexical="minilm")
-        result[f"prepare_seconds_{workers}_workers"] = round(time.perf_counter() - t, 2)
-        result[f"prepare_x_realtime_{workers}_workers"] = round(audio_seconds / (time.perf_counter() - t), 1)
+        seconds = time.perf_counter() - t
+        result[f"prepare_seconds_{workers}_workers"] = round(seconds, 2)
+        result[f"prepare_x_realtime_{workers}_workers"] = round(audio_seconds / seconds, 1)
         # acoustic alone: rebuild just that feature set
         fs = FeatureStore(store)
         shutil.rmtree(fs.features["acoustic"].path)

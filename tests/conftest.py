@@ -56,7 +56,6 @@ def sample_corpus(tmp_path_factory) -> Path:
 def few_utterances(tmp_path_factory, sample_corpus) -> Path:
     """A manifest of 12 sample-corpus utterances (absolute paths: prepare with allow_outside=True), for the
     tests that only need some real audio to extract, at a seventh of the whole corpus's cost."""
-
     from mmfer.corpora import read_corpus
 
     t = read_corpus(sample_corpus).table.head(12)
