@@ -70,8 +70,9 @@ def confusion_of(y_true, y_pred, k: int) -> np.ndarray:
 
 
 def scores_of(conf: np.ndarray) -> dict[str, np.ndarray]:
-    """WA, UA, macro-F1, weighted F1 and per-class recall of confusion matrices (..., k, k), computed as
-    ``training.metrics.scores`` does (classes absent from truth and prediction are left out of the means)."""
+    """WA, UA, macro-F1, weighted F1 and per-class recall of confusion matrices (..., k, k); classes absent
+    from truth and prediction are left out of the means (scikit-learn's definitions). ``training.metrics.scores``
+    is this on one matrix."""
     conf = np.asarray(conf, np.float64)
     support, predicted = conf.sum(-1), conf.sum(-2)
     tp = np.diagonal(conf, axis1=-2, axis2=-1)
