@@ -202,6 +202,28 @@ def test_second_prepare_of_the_same_store_is_refused(few_utterances, tmp_path):
     assert not (store / ".mmfer-prepare.lock").exists() and (store / "store.json").is_file()
 
 
+
+def test_prepare_whisper_options_reach_the_store(few_utterances, tmp_path):
+    """--whisper-pad and --whisper-precision are prepare options: they land in the store's settings; a
+    precision mmfer does not know is refused with what to choose (an MmferError: one line, exit 2)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mmfer.cli import app
+    from mmfer.errors import MmferError
+
+    args = ["prepare", str(few_utterances), "--out", str(tmp_path / "store"), "--streams", "pooled",
+            "--workers", "1", "--allow-outside"]
+    bad = CliRunner().invoke(app, [*args, "--whisper-precision", "int4"])
+    assert isinstance(bad.exception, MmferError) and "whisper_precision" in str(bad.exception)
+    assert "'float32'" in str(bad.exception) and not (tmp_path / "store").exists()
+    res = CliRunner().invoke(app, [*args, "--whisper-precision", "float32", "--whisper-pad", "4"])
+    assert res.exit_code == 0, res.output
+    (folder,) = (tmp_path / "store").glob("pooled-*")
+    settings = json.loads((folder / "meta.json").read_text())["settings"]
+    assert settings["precision"] == "float32" and settings["pad_seconds"] == 4.0
+
 def _running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
