@@ -1,6 +1,7 @@
 """Cut a long recording into speech segments, streaming: memory is bounded by one block, not the file.
 
-The file is decoded block by block (``soundfile.blocks``), mixed to mono and resampled to 16 kHz; the
+The file is decoded block by block (``soundfile.blocks``), mixed to mono and resampled to 16 kHz (with
+the filter's context across block edges: the same samples as resampling the whole file); the
 Silero VAD that faster-whisper ships (ONNX, no download) finds speech in a buffer of at most one block
 plus one unfinished segment. A segment whose end may still lie in the next block is kept back until
 that block arrives. Segments are then merged (short neighbours) or split (by the VAD's maximum) so that
@@ -42,7 +43,7 @@ def stream_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Ite
     """16 kHz mono float32 blocks of about ``block_seconds`` each, in order."""
     info = audio_header(path)
     sr = info.samplerate
-    g = np.gcd(sr, SAMPLE_RATE)
+    g = int(np.gcd(sr, SAMPLE_RATE))
     try:
         with sound_source(path) as src:
             yield from _blocks(src, sr, g, info.subtype, block_seconds)
@@ -51,14 +52,58 @@ def stream_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Ite
 
 
 def _blocks(src, sr: int, g: int, subtype: str, block_seconds: float) -> Iterator[np.ndarray]:
-    for block in sf.blocks(src, blocksize=int(block_seconds * sr), dtype="float32", always_2d=True):
+    resampler = BlockResampler(sr) if sr != SAMPLE_RATE else None
+    down = sr // g
+    size = max(down, int(block_seconds * sr) // down * down)  # whole resampling steps: the output stays aligned
+    for block in sf.blocks(src, blocksize=size, dtype="float32", always_2d=True):
         check_float_range(block, subtype)
         x = block.mean(axis=1)
-        if sr != SAMPLE_RATE:
-            x = resample_poly(x, SAMPLE_RATE // g, sr // g).astype(np.float32)
         if not np.isfinite(x).all():
             raise AudioError("audio contains NaN or infinite samples")
-        yield x
+        y = resampler.push(x) if resampler else x
+        if len(y):
+            yield y
+    rest = resampler.flush() if resampler else None
+    if rest is not None and len(rest):
+        yield rest
+
+
+class BlockResampler:
+    """``resample_poly`` to 16 kHz of a signal that arrives in blocks, equal to resampling it whole: each
+    block is filtered with the input around it (the filter's reach on both sides), so no block edge is
+    filtered against zeros. Memory: one block plus twice the reach."""
+
+    def __init__(self, sr: int):
+        g = np.gcd(sr, SAMPLE_RATE)
+        self.up, self.down = SAMPLE_RATE // g, sr // g
+        reach = 10 * max(self.up, self.down) // self.up + 2  # resample_poly's filter half-length, input samples
+        self.pad = -(-reach // self.down) * self.down  # rounded up to whole steps
+        self.buf = np.zeros(0, np.float32)  # input from ``self.start - left context`` on
+        self.left = 0  # samples of left context at the head of buf
+        self.done = False
+
+    def _out(self, x: np.ndarray, left: int, keep_in: int | None) -> np.ndarray:
+        y = resample_poly(x, self.up, self.down)
+        first = left * self.up // self.down
+        n = len(y) - first if keep_in is None else keep_in * self.up // self.down
+        return y[first:first + n].astype(np.float32)
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """The 16 kHz samples that ``x`` completes (those whose filter reach has arrived)."""
+        self.buf = np.concatenate([self.buf, np.asarray(x, np.float32)])
+        ready = (len(self.buf) - self.left - self.pad) // self.down * self.down  # input samples to emit
+        if ready <= 0:
+            return np.zeros(0, np.float32)
+        y = self._out(self.buf, self.left, ready)
+        cut = self.left + ready - self.pad  # keep ``pad`` samples before the next start as its context
+        self.buf, self.left = self.buf[cut:], self.pad
+        return y
+
+    def flush(self) -> np.ndarray:
+        """The rest, at the end of the signal (filtered against zeros there, as the whole signal would be)."""
+        y = self._out(self.buf, self.left, None) if len(self.buf) > self.left else np.zeros(0, np.float32)
+        self.buf = np.zeros(0, np.float32)
+        return y
 
 
 def _vad(x: np.ndarray, max_seconds: float) -> list[tuple[int, int]]:
