@@ -103,7 +103,7 @@ def prepare_cmd(
                                       "utterance's own length, the default; 30 = Whisper's training window, about "
                                       "10x the compute)."),
     whisper_precision: str = typer.Option(None, "--whisper-precision", help="With whisper on the CPU: auto "
-                                          "(default: bfloat16 where the processor computes it natively, about 3x "
+                                          "(default: bfloat16 where the processor computes it natively, about 2x "
                                           "faster; else float32), float32 or bfloat16."),
     pool: str = typer.Option(None, "--pool", help="With hf:PATH: none (20 ms frames, default) or mean (one vector "
                              "per utterance: far less disk)."),

@@ -36,7 +36,7 @@ class FeatureConfig(_Strict):
                                "the utterance's own length); only the speech's frames are kept")
     whisper_precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Whisper encoder on the CPU: 'auto' = bfloat16 where the processor computes it natively "
-                            "(about 3x faster, features within 1e-3 cosine of float32 on average), else float32; "
+                            "(about 2x faster, features within 2e-4 cosine of float32 on average), else float32; "
                             "a GPU uses float16 unless 'float32'")
     pooled_layers: str = Field("all", description="Whisper encoder: hidden states whose frame mean and std make "
                                                   "the 'pooled' utterance vector: 'all', 'last', '3,4' or '2-5'")

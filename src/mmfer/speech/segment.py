@@ -42,18 +42,16 @@ class Segment:
 def stream_blocks(path: str | Path, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
     """16 kHz mono float32 blocks of about ``block_seconds`` each, in order."""
     info = audio_header(path)
-    sr = info.samplerate
-    g = int(np.gcd(sr, SAMPLE_RATE))
     try:
         with sound_source(path) as src:
-            yield from _blocks(src, sr, g, info.subtype, block_seconds)
+            yield from _blocks(src, info.samplerate, info.subtype, block_seconds)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"unreadable audio ({str(err).splitlines()[0][:120]})") from None
 
 
-def _blocks(src, sr: int, g: int, subtype: str, block_seconds: float) -> Iterator[np.ndarray]:
+def _blocks(src, sr: int, subtype: str, block_seconds: float) -> Iterator[np.ndarray]:
     resampler = BlockResampler(sr) if sr != SAMPLE_RATE else None
-    down = sr // g
+    down = resampler.down if resampler else 1
     size = max(down, int(block_seconds * sr) // down * down)  # whole resampling steps: the output stays aligned
     for block in sf.blocks(src, blocksize=size, dtype="float32", always_2d=True):
         check_float_range(block, subtype)
@@ -78,9 +76,8 @@ class BlockResampler:
         self.up, self.down = SAMPLE_RATE // g, sr // g
         reach = 10 * max(self.up, self.down) // self.up + 2  # resample_poly's filter half-length, input samples
         self.pad = -(-reach // self.down) * self.down  # rounded up to whole steps
-        self.buf = np.zeros(0, np.float32)  # input from ``self.start - left context`` on
-        self.left = 0  # samples of left context at the head of buf
-        self.done = False
+        self.buf = np.zeros(0, np.float32)  # input not yet emitted, after ``left`` samples of context
+        self.left = 0
 
     def _out(self, x: np.ndarray, left: int, keep_in: int | None) -> np.ndarray:
         y = resample_poly(x, self.up, self.down)
