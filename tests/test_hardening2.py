@@ -279,9 +279,21 @@ def test_10_the_demo_caps_concurrent_decodes(trained_runs, sample_corpus):
     app = create_app(trained_runs / "audio", asr="none", max_decodes=1, decode_wait=0.3)
     client = TestClient(app, base_url="http://127.0.0.1:8000")
     wav = Path(read_corpus(sample_corpus).table.iloc[0]["audio"]).read_bytes()
+    from starlette.datastructures import UploadFile
+
+    reads = []
+    real_read = UploadFile.read
+
+    async def counted_read(self, size: int = -1) -> bytes:
+        reads.append(size)
+        return await real_read(self, size)
+
     assert app.state.decodes.acquire(blocking=False)  # one upload being analysed
-    busy = client.post("/api/predict", files={"audio": ("a.wav", wav)})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(UploadFile, "read", counted_read)
+        busy = client.post("/api/predict", files={"audio": ("a.wav", wav)})
     assert busy.status_code == 503 and "try again" in busy.json()["error"]
+    assert reads == []  # the waiting upload was never read into memory
     app.state.decodes.release()
     assert client.post("/api/predict", files={"audio": ("a.wav", wav)}).status_code == 200
 

@@ -208,18 +208,20 @@ def create_app(model: str | Path, max_bytes: int = 10_000_000, max_seconds: floa
         suffix = Path(audio.filename or "").suffix.lower()
         if suffix not in ACCEPTED:
             raise BadInput(415, f"unsupported audio type {suffix or '(none)'!r}: send {', '.join(ACCEPTED)}")
-        data = await audio.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise BadInput(413, f"upload larger than {max_bytes / 1e6:.1f} MB")
-        if not data:
-            raise BadInput(400, "empty upload")
         pred = predictors.get("text") if text.strip() or rec is not None else predictors.get("audio")
         if pred is None or (pred.needs_text and not text.strip() and rec is None):
             raise BadInput(422, "this model needs the transcript: fill in the transcript field")
         previous = [line for line in context.splitlines() if line.strip()] or None
+        # the slot first, the bytes after: a waiting upload stays in Starlette's spooled temp file (on disk
+        # past 1 MB), so a queue of uploads costs disk for as long as they wait, not memory
         if not await _turn(app.state.decodes, decode_wait):
             raise BadInput(503, f"the server is analysing {max_decodes} upload(s) already: try again in a moment")
         try:
+            data = await audio.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise BadInput(413, f"upload larger than {max_bytes / 1e6:.1f} MB")
+            if not data:
+                raise BadInput(400, "empty upload")
             return await run_in_threadpool(_analyse, pred, rec, data, suffix, text, previous, max_seconds,
                                            max_utterance)
         except MmferError as err:
