@@ -92,6 +92,34 @@ def test_bfloat16_stays_close_to_float32_and_is_recorded(encoder):
         WhisperEncoderFeatures(precision="int4")
 
 
+def test_prediction_runs_bfloat16_models_in_float32_where_bfloat16_is_emulated(monkeypatch, encoder):
+    """A model whose Whisper features were made in bfloat16 predicts with a float32 encoder on a CPU that
+    would emulate bfloat16 (and no GPU), unless the user asks for the stored precision; other extractors
+    and float32 models are left as they were."""
+    import mmfer.serve.predictor as predictor
+    from mmfer.features.extractors import pass_key
+    from mmfer.features.whisper import WhisperEncoderFeatures
+
+    bf16 = WhisperEncoderFeatures(pad_seconds=0, precision="bfloat16")
+    frames, pooled = bf16.settings("acoustic"), bf16.settings("pooled")
+    functionals = {"extractor": "opensmile-functionals", "name": "compare", "kind": "functionals"}
+
+    def runnable(native: bool, choice: str = "auto"):
+        monkeypatch.setattr(predictor, "_bfloat16_runs_here", lambda: native)
+        p = predictor.Predictor.__new__(predictor.Predictor)
+        p.whisper_precision = choice
+        return [p.runnable_precision(s) for s in (frames, pooled, functionals, encoder.settings())]
+
+    a, b, f, f32 = runnable(native=False)
+    assert a["precision"] == b["precision"] == "float32" and pass_key(a) == pass_key(b)  # still one pass
+    assert {k: v for k, v in a.items() if k != "precision"} == {k: v for k, v in frames.items() if k != "precision"}
+    assert f == functionals and f32 == encoder.settings()
+    assert runnable(native=True) == [frames, pooled, functionals, encoder.settings()]
+    assert runnable(native=False, choice="stored")[:2] == [frames, pooled]
+    with pytest.raises(MmferError, match="whisper_precision 'fast': choose 'auto' or 'stored'"):
+        predictor.Predictor("no-such-model", whisper_precision="fast")
+
+
 def test_settings_rebuild_one_pass_for_both_streams(encoder):
     from mmfer.features.extractors import extractor_from_settings, pass_key, passes
 

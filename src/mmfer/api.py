@@ -158,21 +158,23 @@ class Model:
 
     def __init__(self, path: str | Path, asr: str | None = "auto", acoustic: str | Path | None = None,
                  lexical: str | Path | None = None, fold: int | None = None, language: str | None = None,
-                 with_text: bool = True, max_utterance: float = 20.0, seed: int | None = None):
+                 with_text: bool = True, max_utterance: float = 20.0, seed: int | None = None,
+                 whisper_precision: str = "auto"):
         from mmfer.serve.batch import BatchPredictor
         from mmfer.serve.predictor import Predictor, resolve_model_dir
         from mmfer.speech.asr import recogniser
 
         rec = recogniser(asr, language=language) if asr not in (None, "none") else None
         self.predictor = Predictor(resolve_model_dir(path, with_text=with_text or rec is not None), fold=fold,
-                                   lexical=lexical, acoustic=acoustic, seed=seed)
+                                   lexical=lexical, acoustic=acoustic, seed=seed,
+                                   whisper_precision=whisper_precision)
         self.recogniser = rec if self.predictor.needs_text else None
         self.language = language
         self.batch = BatchPredictor(self.predictor, self.recogniser, language=language, max_utterance=max_utterance)
         self.spec = dict(fold=fold, seed=seed, lexical=None if lexical is None else str(lexical),
                          acoustic=None if acoustic is None else str(acoustic),
                          asr=asr if self.recogniser is not None else None, language=language,
-                         max_utterance=max_utterance)
+                         max_utterance=max_utterance, whisper_precision=whisper_precision)
 
     @property
     def name(self) -> str:
@@ -276,16 +278,18 @@ def to_16k(x: np.ndarray, sample_rate: int | None):
 
 def load(path: str | Path, asr: str | None = "auto", acoustic: str | Path | None = None,
          lexical: str | Path | None = None, fold: int | None = None, language: str | None = None,
-         with_text: bool | None = None, seed: int | None = None) -> Model:
+         with_text: bool | None = None, seed: int | None = None, whisper_precision: str = "auto") -> Model:
     """A trained run (``mmfer cv --out``), a folder of runs (the most preferred model is used) or an export
     (``mmfer export``). ``asr``: 'auto' (the bundled Whisper-base when mmfer[asr] is installed), 'none', or a
     local faster-whisper folder; ``acoustic``/``lexical``: the encoder folders a model trained with local
     encoders needs (never taken from the model folder itself); ``fold``: one fold's model instead of the
     ensemble of all folds (and all seeds of a run of several; ``seed``: that seed's models
     only). ``with_text``: from a folder of runs, prefer a model that reads words (default:
-    when a recogniser is on; pass True when you will type the transcripts yourself)."""
+    when a recogniser is on; pass True when you will type the transcripts yourself). ``whisper_precision``:
+    'auto' runs a model whose Whisper features were made in bfloat16 in float32 on a CPU without native
+    bfloat16 (emulated bfloat16 is about 5x slower); 'stored' keeps the training precision everywhere."""
     return Model(path, asr=asr, acoustic=acoustic, lexical=lexical, fold=fold, language=language,
-                 with_text=bool(with_text), seed=seed)
+                 with_text=bool(with_text), seed=seed, whisper_precision=whisper_precision)
 
 
 def config(path: str | Path | None = None, **sections) -> MmferConfig:

@@ -304,6 +304,10 @@ def predict_cmd(
     seed: int = typer.Option(None, "--seed", help=SEED_HELP),
     lexical: Path = typer.Option(None, "--lexical", help=LEXICAL_TRUST_HELP),
     acoustic: Path = typer.Option(None, "--acoustic", help=ACOUSTIC_TRUST_HELP),
+    whisper_precision: str = typer.Option("auto", "--whisper-precision", help="'auto': a model whose Whisper "
+                                          "features were made in bfloat16 runs the encoder in float32 on a CPU "
+                                          "without native bfloat16 (emulated, bfloat16 is about 5x slower); "
+                                          "'stored': the training precision everywhere."),
     allow_outside: bool = typer.Option(False, "--allow-outside", help=OUTSIDE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (one short input)."),
     ray: str = typer.Option(None, "--ray", help="With --out: predict groups of inputs as Ray tasks on a cluster "
@@ -325,7 +329,8 @@ def predict_cmd(
         check_plot_target(plot, [Path(it.file) for it in items], out)
     typed = bool(text) or any(it.text for it in items)
     m = Model(model, asr=None if text and single else asr, acoustic=acoustic, lexical=lexical, fold=fold,
-              language=language, with_text=typed, max_utterance=max_utterance, seed=seed)
+              language=language, with_text=typed, max_utterance=max_utterance, seed=seed,
+              whisper_precision=whisper_precision)
     if m.predictor.needs_text and not typed and m.recogniser is None and asr == "auto" and not available():
         typer.echo("note: no transcript and no recogniser (pip install 'mmfer[asr]'); using audio only", err=True)
     if text and not m.predictor.needs_text:

@@ -6,6 +6,7 @@ models of a cross-validation run form an ensemble (probabilities, attention and 
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,26 @@ def resolve_model_dir(path: str | Path, with_text: bool) -> Path:
     return runs.resolve_model_dir(path, ("audio", "text") if with_text else ("audio",))
 
 
+@functools.cache
+def _bfloat16_runs_here() -> bool:
+    """Whether a bfloat16 encoder runs at full speed here: a GPU (which takes float16 anyway) or a CPU with
+    native bfloat16."""
+    import torch
+
+    from mmfer.features.whisper import native_bfloat16
+
+    return torch.cuda.is_available() or native_bfloat16()
+
+
 class Predictor:
     def __init__(self, path: str | Path, fold: int | None = None, lexical: str | Path | None = None,
-                 acoustic: str | Path | None = None, seed: int | None = None):
+                 acoustic: str | Path | None = None, seed: int | None = None, whisper_precision: str = "auto"):
         """``lexical``/``acoustic``: the text / speech encoder folders the user vouches for. A model folder's
         own record of where its encoders lay is never loaded by itself (it could point anywhere); only the
-        bundled MiniLM and openSMILE are."""
+        bundled MiniLM and openSMILE are. ``whisper_precision``: see :meth:`runnable_precision`."""
+        if whisper_precision not in ("auto", "stored"):
+            raise MmferError(f"whisper_precision {whisper_precision!r}: choose 'auto' or 'stored'")
+        self.whisper_precision = whisper_precision
         self.path = Path(path).expanduser().resolve()
         self.lexical_source = None if lexical is None else str(Path(str(lexical).removeprefix("hf:")).expanduser()
                                                                 .resolve())
@@ -99,7 +114,18 @@ class Predictor:
                                  "pass it yourself with --acoustic FOLDER (model folders are not trusted to "
                                  "choose what to load)")
             settings = {**settings, "source": self.acoustic_source}
-        return settings
+        return self.runnable_precision(settings)
+
+    def runnable_precision(self, settings: dict) -> dict:
+        """A Whisper encoder trained in bfloat16 runs in float32 on a CPU without native bfloat16 (and no
+        GPU), unless ``whisper_precision='stored'``: torch emulates bfloat16 there, about 5x slower than
+        float32 (5.9x against 31.8x real time, one thread, oneDNN held to AVX2), and float32 is what bfloat16
+        approximates: on a sample-corpus fold the labels of all 108 test utterances agree, probabilities within
+        0.021 (benchmarks/precision_predict.py, results/precision_predict.json)."""
+        if (settings.get("extractor") != "whisper" or settings.get("precision") != "bfloat16"
+                or self.whisper_precision == "stored" or _bfloat16_runs_here()):
+            return settings
+        return {**settings, "precision": "float32"}
 
     def _build(self, settings: dict):
         """The extractor of these (trusted) settings, once per pass."""

@@ -25,13 +25,14 @@ class PredictorSpec:
     asr: str | None = None
     language: str | None = None
     max_utterance: float = MAX_UTTERANCE
+    whisper_precision: str = "auto"
 
     def build(self) -> BatchPredictor:
         from mmfer.serve.predictor import Predictor
         from mmfer.speech.asr import recogniser
 
         pred = Predictor(Path(self.model_dir), fold=self.fold, lexical=self.lexical, acoustic=self.acoustic,
-                         seed=self.seed)
+                         seed=self.seed, whisper_precision=self.whisper_precision)
         rec = recogniser(self.asr, language=self.language) if self.asr and pred.needs_text else None
         return BatchPredictor(pred, rec, language=self.language, max_utterance=self.max_utterance, read_ahead=False)
 
