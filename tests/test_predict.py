@@ -50,6 +50,30 @@ def test_predict_without_text_uses_audio_model_or_says_why(trained_runs, sample_
     assert proc.returncode == 2 and "needs the transcript" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_predict_says_when_per_speaker_statistics_are_missing(trained_runs, sample_corpus, tmp_path):
+    """One utterance, a model whose folds chose per-speaker statistics, no --speaker-audio: a note says what
+    stands in; a model of training statistics, or --speaker-audio, gets none."""
+    import shutil
+
+    import torch
+
+    row = _utt(sample_corpus)
+    others = read_corpus(sample_corpus).table
+    voice = others[others["speaker"] == row["speaker"]]["audio"].tolist()[1:11]
+    for mode in ("speaker", "corpus"):
+        run = shutil.copytree(trained_runs / "audio", tmp_path / mode)
+        for f in run.glob("fold-*/*.pt"):
+            ckpt = torch.load(f, weights_only=True)
+            ckpt["normalise"] = {**ckpt.get("normalise", {}), "mode": mode, "speaker_min_utterances": 10}
+            torch.save(ckpt, f)
+        proc = _cli("predict", run, row["audio"], "--asr", "none")
+        assert proc.returncode == 0, proc.stderr
+        assert ("without --speaker-audio (at least 10 recordings" in proc.stderr) == (mode == "speaker")
+    with_voice = _cli("predict", tmp_path / "speaker", row["audio"], "--asr", "none",
+                      *[a for v in voice for a in ("--speaker-audio", v)])
+    assert with_voice.returncode == 0 and "--speaker-audio" not in with_voice.stderr
+
+
 @pytest.mark.asr
 def test_predict_without_text_recognises_it(trained_runs, sample_corpus):
     row = _utt(sample_corpus)
