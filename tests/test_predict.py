@@ -72,6 +72,8 @@ def test_predict_says_when_per_speaker_statistics_are_missing(trained_runs, samp
     with_voice = _cli("predict", tmp_path / "speaker", row["audio"], "--asr", "none",
                       *[a for v in voice for a in ("--speaker-audio", v)])
     assert with_voice.returncode == 0 and "--speaker-audio" not in with_voice.stderr
+    bad = _cli("predict", tmp_path / "speaker", row["audio"], "--whisper-precision", "fast")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --whisper-precision 'fast': choose auto or stored"
 
 
 @pytest.mark.asr

@@ -321,6 +321,8 @@ def predict_cmd(
     from mmfer.serve.rows import check_plot_target
     from mmfer.speech.asr import available
 
+    if whisper_precision not in ("auto", "stored"):
+        raise MmferError(f"--whisper-precision {whisper_precision!r}: choose auto or stored")
     items = expand_inputs(inputs, allow_outside=allow_outside)
     single = len(items) == 1 and out is None and plot is None and _is_short(items[0], max_utterance)
     if text and not single:

@@ -1,7 +1,9 @@
 """Load a trained run (or an exported model) and predict emotion for one wav + transcript.
 
-The same extractors, settings and normalisation statistics as in training are used; by default the fold
-models of a cross-validation run form an ensemble (probabilities, attention and gate averaged).
+The same extractors, settings and normalisation statistics as in training are used (one exception: a
+bfloat16 Whisper encoder runs in float32 where bfloat16 would be emulated, ``Predictor.runnable_precision``);
+by default the fold models of a cross-validation run form an ensemble (probabilities, attention and gate
+averaged).
 """
 
 from __future__ import annotations
