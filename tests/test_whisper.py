@@ -116,6 +116,11 @@ def test_prediction_runs_bfloat16_models_in_float32_where_bfloat16_is_emulated(m
     assert f == functionals and f32 == encoder.settings()
     assert runnable(native=True) == [frames, pooled, functionals, encoder.settings()]
     assert runnable(native=False, choice="stored")[:2] == [frames, pooled]
+    p = predictor.Predictor.__new__(predictor.Predictor)  # the trusted settings every extractor is built from
+    p.whisper_precision, p.lexical_source, p.acoustic_source = "auto", None, None
+    p.features = {"acoustic": frames, "pooled": pooled}
+    monkeypatch.setattr(predictor, "_bfloat16_runs_here", lambda: False)
+    assert p.trusted_settings("acoustic")["precision"] == p.trusted_settings("pooled")["precision"] == "float32"
     with pytest.raises(MmferError, match="whisper_precision 'fast': choose 'auto' or 'stored'"):
         predictor.Predictor("no-such-model", whisper_precision="fast")
 

@@ -318,10 +318,11 @@ def predict_cmd(
     files / a long recording (a table of segments, with --out and --plot)."""
     from mmfer.api import Model
     from mmfer.serve.inputs import expand_inputs
+    from mmfer.serve.predictor import WHISPER_PRECISIONS
     from mmfer.serve.rows import check_plot_target
     from mmfer.speech.asr import available
 
-    if whisper_precision not in ("auto", "stored"):
+    if whisper_precision not in WHISPER_PRECISIONS:
         raise MmferError(f"--whisper-precision {whisper_precision!r}: choose auto or stored")
     items = expand_inputs(inputs, allow_outside=allow_outside)
     single = len(items) == 1 and out is None and plot is None and _is_short(items[0], max_utterance)

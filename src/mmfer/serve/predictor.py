@@ -44,6 +44,9 @@ def resolve_model_dir(path: str | Path, with_text: bool) -> Path:
     return runs.resolve_model_dir(path, ("audio", "text") if with_text else ("audio",))
 
 
+WHISPER_PRECISIONS = ("auto", "stored")  # how a Predictor runs a bfloat16 Whisper encoder: runnable_precision
+
+
 @functools.cache
 def _bfloat16_runs_here() -> bool:
     """Whether a bfloat16 encoder runs at full speed here: a GPU (which takes float16 anyway) or a CPU with
@@ -61,7 +64,7 @@ class Predictor:
         """``lexical``/``acoustic``: the text / speech encoder folders the user vouches for. A model folder's
         own record of where its encoders lay is never loaded by itself (it could point anywhere); only the
         bundled MiniLM and openSMILE are. ``whisper_precision``: see :meth:`runnable_precision`."""
-        if whisper_precision not in ("auto", "stored"):
+        if whisper_precision not in WHISPER_PRECISIONS:
             raise MmferError(f"whisper_precision {whisper_precision!r}: choose 'auto' or 'stored'")
         self.whisper_precision = whisper_precision
         self.path = Path(path).expanduser().resolve()
