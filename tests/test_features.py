@@ -128,6 +128,31 @@ def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, mo
 real_write = prep.write_shard
 
 
+def test_merging_shards_holds_one_copy_buffer_not_the_stream(tmp_path: Path, monkeypatch):
+    import tracemalloc
+
+    from mmfer.features import store as st
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "parts").mkdir()
+    frames = {}
+    for k in range(4):  # 4 shards of 3 utterances, 8 MB of float16 frames in all
+        ids = [f"u{k}{i}" for i in range(3)]
+        arrays = [rng.standard_normal((int(n), 1024), dtype=np.float32) for n in rng.integers(300, 400, 3)]
+        frames.update(zip(ids, arrays))
+        st.write_shard(st.shard_path(tmp_path, k), ids, arrays, {}, "float16")
+    monkeypatch.setattr(st, "COPY_BYTES", 1 << 20)
+    tracemalloc.start()
+    meta = st.finalize(tmp_path, 4, {"kind": "acoustic", "name": "x", "dim": 1024, "dtype": "float16"})
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 3 << 20, f"the merge held {peak / 2**20:.1f} MB"  # loading the shards took 8 MB and more
+    fs = st.FeatureSet.open(tmp_path)
+    assert meta["frames"] == sum(map(len, frames.values())) and fs.ids == list(frames)
+    for u, a in frames.items():
+        np.testing.assert_array_equal(fs.get(u), a.astype(np.float16).astype(np.float32))
+
+
 def test_bad_audio_is_reported_not_fatal(tmp_path: Path):
     from iemocap_fixture import write_iemocap
 
@@ -135,7 +160,8 @@ def test_bad_audio_is_reported_not_fatal(tmp_path: Path):
     wav = root / "Session1" / "sentences" / "wav" / "Ses01F_impro01"
     (wav / "Ses01F_impro01_F000.wav").unlink()
     (wav / "Ses01F_impro01_M000.wav").write_bytes(b"not audio at all")
-    res = prep.prepare(root, tmp_path / "s", workers=1, progress=False)
+    # shards of two: the two failures fill one shard, which must still merge (it held no frames at all)
+    res = prep.prepare(root, tmp_path / "s", workers=1, shard_size=2, progress=False)
     with (tmp_path / "s" / "errors.csv").open() as fh:
         rows = {(r["utt_id"], r["stage"]): r["reason"] for r in csv.DictReader(fh)}
     assert rows["Ses01F_impro01_F000", "acoustic"] == "missing audio file"

@@ -22,6 +22,8 @@ import csv
 import hashlib
 import json
 import os
+import shutil
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,31 +152,32 @@ def write_shard(path: Path, ids: list[str], arrays: list[np.ndarray | None], err
                  err_ids=np.array(list(errors), dtype=str), err_reasons=np.array(list(errors.values()), dtype=str))
 
 
+COPY_BYTES = 16 << 20  # what the merge holds in memory at a time
+
+
 def finalize(folder: Path, n_shards: int, settings: dict) -> dict:
-    """Merge the shards into one contiguous array + index, then write meta.json (the completion mark)."""
-    shards = []
-    for k in range(n_shards):
-        with np.load(shard_path(folder, k), allow_pickle=False) as z:
-            shards.append({key: z[key] for key in z.files})
-    total = int(sum(s["lengths"].sum() for s in shards))
-    dim = int(settings["dim"])
-    dtype = settings["dtype"]
-    with atomic_path(folder / "data.npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(total, dim))
-        pos = 0
-        rows = []
-        for s in shards:
-            n = len(s["data"])
-            out[pos:pos + n] = s["data"]
-            offs = pos + np.concatenate([[0], np.cumsum(s["lengths"])[:-1]]) if len(s["lengths"]) else []
-            rows += list(zip(s["ids"].tolist(), np.asarray(offs, np.int64).tolist(), s["lengths"].tolist()))
+    """Merge the shards into one contiguous array + index, then write meta.json (the completion mark).
+
+    One shard at a time, its frames copied as bytes in COPY_BYTES pieces, so memory stays flat whatever the
+    stream's size (holding every shard at once took the whole stream: the Whisper frames are 1.3 GB per hour
+    of audio, about 9 GB for IEMOCAP)."""
+    parts = [_shard_index(shard_path(folder, k)) for k in range(n_shards)]
+    total = int(sum(p["lengths"].sum() for p in parts))
+    dim, dtype = int(settings["dim"]), np.dtype(settings["dtype"])
+    rows, pos = [], 0
+    with atomic_path(folder / "data.npy") as tmp, tmp.open("wb") as out:
+        np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                    "fortran_order": False, "shape": (total, dim)})
+        for k, p in enumerate(parts):
+            n = int(p["lengths"].sum())
+            _copy_frames(shard_path(folder, k), out, n, dim, dtype)
+            offs = pos + np.concatenate([[0], np.cumsum(p["lengths"])[:-1]]) if len(p["lengths"]) else []
+            rows += list(zip(p["ids"].tolist(), np.asarray(offs, np.int64).tolist(), p["lengths"].tolist()))
             pos += n
-        out.flush()
-        del out
     index = pd.DataFrame(rows, columns=["utt_id", "offset", "length"])
     with atomic_path(folder / "index.parquet") as tmp:
         index.to_parquet(tmp, index=False)
-    errors = [(u, r) for s in shards for u, r in zip(s["err_ids"].tolist(), s["err_reasons"].tolist())]
+    errors = [(u, r) for p in parts for u, r in zip(p["err_ids"].tolist(), p["err_reasons"].tolist())]
     write_errors(folder / "errors.csv", [(u, settings["kind"], r) for u, r in errors])
     meta = {"settings": settings, "hash": settings_hash(settings), "utterances": len(index),
             "frames": total, "errors": len(errors), "complete": True, "store_version": STORE_VERSION}
@@ -183,6 +186,34 @@ def finalize(folder: Path, n_shards: int, settings: dict) -> dict:
         shard_path(folder, k).unlink()
     (folder / "parts").rmdir()
     return meta
+
+
+def _shard_index(path: Path) -> dict[str, np.ndarray]:
+    """A shard's small members (ids, lengths, errors): an .npz reads each member only when asked for."""
+    with np.load(path, allow_pickle=False) as z:
+        return {key: z[key] for key in ("ids", "lengths", "err_ids", "err_reasons")}
+
+
+def _copy_frames(path: Path, out, n: int, dim: int, dtype: np.dtype) -> None:
+    """Append a shard's [n, dim] frames to ``out`` as bytes, straight from the .npz member (np.savez stores
+    it uncompressed; the zip's CRC is checked at its end). A member in another layout is converted."""
+    with zipfile.ZipFile(path) as zf, zf.open("data.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, stored = read_header(member)
+        if n == 0:
+            return
+        if shape == (n, dim) and stored == dtype and not fortran:
+            start = out.tell()
+            shutil.copyfileobj(member, out, COPY_BYTES)
+            if out.tell() - start != n * dim * dtype.itemsize:
+                raise MmferError(f"{path}: a shard shorter than its index; delete it and rerun `mmfer prepare`")
+            return
+    with np.load(path, allow_pickle=False) as z:
+        data = z["data"]
+    if data.shape != (n, dim):
+        raise MmferError(f"{path}: frames {data.shape}, index says {(n, dim)}; delete it and rerun `mmfer prepare`")
+    out.write(np.ascontiguousarray(data, dtype).tobytes())
 
 
 def write_errors(path: Path, rows: list[tuple[str, str, str]]) -> None:
