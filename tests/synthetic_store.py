@@ -20,8 +20,10 @@ DIMS = {"acoustic": 8, "lexical": 6, "functionals": 10, "pooled": 12}
 
 def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, seed: int = 0,
                kinds=("acoustic", "functionals", "pooled", "lexical"), with_sessions: bool = True,
-               frames: tuple[int, int] = (15, 60), one_emotion: bool | None = None) -> Path:
-    """``one_emotion`` (True/False): every speaker also gets a voice of its own (a random offset of the
+               frames: tuple[int, int] = (15, 60), one_emotion: bool | None = None,
+               frames_dtype: str = "float32") -> Path:
+    """``frames_dtype``: how the acoustic frames are stored (float16 like the Whisper frames: every read is
+    then a float32 copy, not a view of the memory map). ``one_emotion`` (True/False): every speaker also gets a voice of its own (a random offset of the
     functionals); True: and shows one emotion only (the speaker's number mod 4)."""
     rng = np.random.default_rng(seed)
     pooled_rng = np.random.default_rng(seed + 1000)  # its own stream: the other streams' data stay as they were
@@ -68,10 +70,11 @@ def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, seed: int =
     features = {}
     ids = table["utt_id"].tolist()
     for k in kinds:
-        settings = {"kind": k, "name": "synthetic", "dim": DIMS[k], "dtype": "float32", "seed": seed,
+        dtype = frames_dtype if k == "acoustic" else "float32"
+        settings = {"kind": k, "name": "synthetic", "dim": DIMS[k], "dtype": dtype, "seed": seed,
                     "hop_seconds": 0.01 if k == "acoustic" else None}
         folder = path / feature_dir_name(settings)
-        write_shard(shard_path(folder, 0), ids, arrays[k], {}, "float32")
+        write_shard(shard_path(folder, 0), ids, arrays[k], {}, dtype)
         finalize(folder, 1, settings)
         features[k] = folder.name
     write_json(path / "store.json", {"store_version": 1, "corpus": corpus.meta(), "features": features})

@@ -127,7 +127,7 @@ def fit_normalizers(store: FeatureStore, ids: list[str], kinds: list[str], mode:
         if mode == "none" and stream(k).speaker_normalised:
             out[k] = StreamNorm(Normalizer.identity(fs.dim), {})
             continue
-        train = Normalizer.fit([fs.get(u) for u in ids])
+        train = Normalizer.fit(fs.get(u) for u in ids)  # one utterance at a time: a list held the whole part
         speakers: dict[str, Normalizer] = {}
         if mode == "speaker" and stream(k).speaker_normalised:
             speakers = store_speaker_statistics(store, k, min_utterances)
