@@ -22,9 +22,10 @@ def make_store(path: Path, sessions: int = 4, per_speaker: int = 16, seed: int =
                kinds=("acoustic", "functionals", "pooled", "lexical"), with_sessions: bool = True,
                frames: tuple[int, int] = (15, 60), one_emotion: bool | None = None,
                frames_dtype: str = "float32") -> Path:
-    """``frames_dtype``: how the acoustic frames are stored (float16 like the Whisper frames: every read is
-    then a float32 copy, not a view of the memory map). ``one_emotion`` (True/False): every speaker also gets a voice of its own (a random offset of the
-    functionals); True: and shows one emotion only (the speaker's number mod 4)."""
+    """``one_emotion`` (True/False): every speaker also gets a voice of its own (a random offset of the
+    functionals); True: and shows one emotion only (the speaker's number mod 4). ``frames_dtype``: how the
+    acoustic frames are stored (float16 like the Whisper frames: every read is then a float32 copy, not a
+    view of the memory map)."""
     rng = np.random.default_rng(seed)
     pooled_rng = np.random.default_rng(seed + 1000)  # its own stream: the other streams' data stay as they were
     rows, arrays = [], {k: [] for k in kinds}

@@ -90,3 +90,48 @@ def test_auto_normalisation_follows_the_validation_speakers(tmp_path, one_emotio
     assert set(data.views) == {"speaker", "corpus"}
     assert data.normalise == ("corpus" if one_emotion else "speaker"), data.views
     assert set(data.experts) == {"functionals"}
+
+
+@pytest.mark.parametrize("normalise", ["speaker", "corpus"])
+def test_a_per_speaker_fold_keeps_experts_for_voices_without_statistics(tmp_path, normalise):
+    """A fold trained on per-speaker statistics keeps the training-statistics view's experts, and its
+    validation speakers with training statistics decide between them and the network; the stored experts
+    reproduce their validation score. A fold on training statistics needs none."""
+    import torch
+
+    from mmfer.config import load_config
+    from mmfer.data import fit_normalizers
+    from mmfer.features.store import FeatureStore
+    from mmfer.models.checkpoint import read_checkpoint
+    from mmfer.training.cv import run_cv
+    from mmfer.training.metrics import scores
+    from synthetic_store import CLASSES, make_store
+
+    path = make_store(tmp_path / "s", sessions=4, per_speaker=24, one_emotion=False)
+    cfg = load_config(None, {"model": {"hidden": 8, "attention_dim": 8}, "train": {"max_epochs": 2, "threads": 1},
+                             "features": {"normalise": normalise}})
+    run = tmp_path / "run"
+    run_cv(path, "audio", cfg, run, progress=False, echo=lambda s: None, only=["Ses01"])
+    import json
+
+    metrics = json.loads((run / "fold-1" / "metrics.json").read_text())
+    ckpt = read_checkpoint(run / "fold-1" / "model.pt")
+    if normalise == "corpus":
+        assert metrics["normalise"] == "corpus" and "single_utterance" not in metrics
+        assert "single_utterance" not in ckpt
+        return
+    single, stored = metrics["single_utterance"], ckpt["single_utterance"]
+    assert metrics["normalise"] == "speaker" and single["uses"] == stored["uses"]
+    assert single["uses"] == ("experts" if single["experts_val"] > single["network_val"] else "network")
+    experts = stored["experts"]
+    assert set(experts) == {"functionals", "pooled"}
+    assert sum(e["weight"] for e in experts.values()) == pytest.approx(1.0)
+    store = FeatureStore(path)
+    folds = json.loads((run / "folds.json").read_text())["folds"][0]
+    label = dict(zip(store.corpus.table["utt_id"], store.corpus.table["label"]))
+    norms = fit_normalizers(store, folds["train"], list(experts), "corpus")
+    logits = sum(e["weight"] * (torch.from_numpy(np.stack([norms[k].train(store.features[k].get(u))[0]
+                                                          for u in folds["val"]])) @ e["coef"].T + e["icpt"])
+                 for k, e in experts.items())
+    y = np.array([CLASSES.index(label[u]) for u in folds["val"]])
+    assert scores(y, logits.argmax(1).numpy(), 4)["ua"] == pytest.approx(single["experts_val"], abs=1e-9)

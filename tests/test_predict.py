@@ -32,7 +32,10 @@ def test_predict_json_from_runs_folder(trained_runs, sample_corpus):
     assert res["emotion"] in {"ang", "hap", "neu", "sad"}
     assert sum(res["probabilities"].values()) == pytest.approx(1, abs=1e-5)
     assert res["emotion"] == max(res["probabilities"], key=res["probabilities"].get)
-    assert 0 < res["gate"] < 1 and res["modality_weights"]["text"] == pytest.approx(1 - res["gate"])
+    if "closed-form experts in 2 of 2" in res["normalisation"]:  # no fold's network set the label: no gate
+        assert res["gate"] is None and res["modality_weights"] is None
+    else:
+        assert 0 < res["gate"] < 1 and res["modality_weights"]["text"] == pytest.approx(1 - res["gate"])
     assert [w["word"] for w in res["words"]] == list(row["words"])
     assert sum(w["attention"] for w in res["words"]) == pytest.approx(1, abs=1e-4)
     assert sum(res["frames"]["attention"]) == pytest.approx(1, abs=1e-4)
@@ -74,6 +77,58 @@ def test_predict_says_when_per_speaker_statistics_are_missing(trained_runs, samp
     assert with_voice.returncode == 0 and "--speaker-audio" not in with_voice.stderr
     bad = _cli("predict", tmp_path / "speaker", row["audio"], "--whisper-precision", "fast")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --whisper-precision 'fast': choose auto or stored"
+
+
+def test_a_voice_without_statistics_gets_the_folds_experts(trained_runs, sample_corpus, tmp_path):
+    """Folds on per-speaker statistics whose validation preferred their training-statistics experts: one
+    utterance of a voice without statistics gets those experts' probabilities (the attention shown is still
+    the network's, no gate); with the voice's statistics, or where validation preferred the network, the
+    network answers."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    row = _utt(sample_corpus)
+    others = read_corpus(sample_corpus).table
+    voice = [load_audio(a) for a in others[others["speaker"] == row["speaker"]]["audio"].tolist()[1:4]]
+    run = shutil.copytree(trained_runs / "audio", tmp_path / "run")
+    gen = torch.Generator().manual_seed(0)
+    for f in sorted(run.glob("fold-*/*.pt")):
+        ckpt = torch.load(f, weights_only=True)
+        ckpt["normalise"] = {"mode": "speaker", "speaker_min_utterances": 3}
+        experts = {k: {"coef": torch.randn(4, ckpt["dims"][k], generator=gen) * 0.05,
+                       "icpt": torch.randn(4, generator=gen), "weight": w}
+                   for k, w in (("functionals", 0.3), ("pooled", 0.7))}
+        ckpt["single_utterance"] = {"uses": "experts", "network_val": 0.5, "experts_val": 0.6, "experts": experts}
+        torch.save(ckpt, f)
+    pred = Predictor(run)
+    signal = load_audio(row["audio"])
+    raw = pred.audio_features(signal)
+    expected = []
+    for ckpt in pred.ckpts:
+        logits = 0
+        for k, e in ckpt["single_utterance"]["experts"].items():
+            n = ckpt["norms"][k]
+            x = (raw[k][0] - np.asarray(n["mean"])) / np.asarray(n["std"])
+            logits = logits + e["weight"] * (e["coef"].double().numpy() @ x + e["icpt"].double().numpy())
+        expected.append(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+    res = pred.predict(signal)
+    assert list(res["probabilities"].values()) == pytest.approx(list(np.mean(expected, axis=0)), abs=1e-5)
+    assert "frames" in res and res["gate"] is None
+    assert res["normalisation"].endswith(f"(closed-form experts in {len(TRAINED_FOLDS)} of {len(TRAINED_FOLDS)} "
+                                         "fold model(s): no statistics of this voice; the attention shown is "
+                                         "the network's)")
+    own = pred.predict(signal, speaker=pred.speaker_statistics(voice))
+    assert own["normalisation"] == "speaker's own statistics" and "frames" in own
+    assert own["probabilities"] != res["probabilities"]
+    for f in sorted(run.glob("fold-*/*.pt"))[:1]:  # the first fold's validation preferred its network
+        ckpt = torch.load(f, weights_only=True)
+        ckpt["single_utterance"]["uses"] = "network"
+        torch.save(ckpt, f)
+    mixed = Predictor(run).predict(signal)
+    assert f"experts in {len(TRAINED_FOLDS) - 1} of" in mixed["normalisation"]
+    assert mixed["probabilities"] != res["probabilities"]
 
 
 @pytest.mark.asr

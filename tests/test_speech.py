@@ -167,7 +167,10 @@ def test_batch_predict_folder_resumes_and_reports_bad_files(trained_runs, table,
     for r in good:
         p = [float(r[f"p_{c}"]) for c in ("ang", "hap", "neu", "sad")]
         assert sum(p) == pytest.approx(1, abs=1e-3) and r["emotion"] == ["ang", "hap", "neu", "sad"][int(np.argmax(p))]
-        assert 0 < float(r["gate_audio"]) < 1
+        if "closed-form experts in 2 of 2" in r["normalisation"]:  # a lone voice: no fold's network decided
+            assert r["gate_audio"] == ""
+        else:
+            assert 0 < float(r["gate_audio"]) < 1
     shutil.copy(long_recording[0], folder / "interview.flac")  # a new input: only it is done now
     png = tmp_path / "timeline.png"
     again = _cli("predict", trained_runs / "mmmf", folder, "--out", out, "--language", "en")
@@ -198,7 +201,7 @@ def test_batch_manifest_typed_text_speaker_normalisation_parquet(trained_runs, t
     got = pd.read_parquet(out).set_index("key")
     assert list(got.index) == [r["id"] for r in rows]
     assert set(got.loc[[f"u{k}" for k in range(10)], "normalisation"]) == {"speaker's own statistics"}
-    assert got.loc["lonely", "normalisation"] == "training statistics"
+    assert got.loc["lonely", "normalisation"].startswith("training statistics")  # and experts where validation chose
     assert (got["transcript_source"] == "typed").all() and got.loc["u3", "transcript"] == rows[3]["text"]
     # predicted in batches with features read ahead by workers: the same numbers as one call for it alone
     from mmfer.serve.predictor import Predictor

@@ -346,7 +346,8 @@ def predict_cmd(
         if m.predictor.needs_audio and m.predictor.speaker_min_utterances is not None and not speaker_audio:
             typer.echo(f"note: this model normalises each voice by its own statistics; without --speaker-audio "
                        f"(at least {m.predictor.speaker_min_utterances} recordings of the same voice) the training "
-                       "statistics stand in, which costs accuracy (docs/models.md)", err=True)
+                       "statistics stand in, and closed-form experts fitted on them replace the network in the "
+                       "fold models whose validation preferred them (docs/models.md)", err=True)
         p = m.predict(it.file, text or it.text, context=context or None, speaker_audio=speaker_audio or None,
                       start=it.start, end=it.end)
         _show(p, m, as_json)

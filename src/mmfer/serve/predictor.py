@@ -87,6 +87,10 @@ class Predictor:
         self.steps = runs.seconds_per_step(self.features, self.frame_reduction)
         self.norms = [{k: Normalizer.from_dict(v) for k, v in c["norms"].items()} for c in self.ckpts]
         self.tfidf = [TfidfNgrams.from_checkpoint(c["ngrams"]) if "ngrams" in c else None for c in self.ckpts]
+        # per fold: the closed-form experts that stand in for a voice without its own statistics, where the
+        # fold's validation preferred them to the network (training.single)
+        self.fallbacks = [c["single_utterance"] if self.per_speaker(f) and c.get("single_utterance", {}).get(
+            "uses") == "experts" else None for f, c in enumerate(self.ckpts)]
         self._extractors: dict[str, object] = {}
         self._lock = threading.Lock()  # openSMILE and the engines are not re-entrant
         self._sentences: dict[str, np.ndarray] = {}  # context sentence vectors by text (bounded, see _context)
@@ -292,11 +296,13 @@ class Predictor:
                         a = tfidf.transform([words[i]]).toarray() if k == "ngrams" else raw[i][k]
                         norm = speaker.get(k) or norms.get(k) or Normalizer.identity(a.shape[1])
                         arrays[k].append(prepare_stream(k, a, norm, self.frame_reduction))
-                outs.append(infer(model, UtteranceSet([str(i) for i in ok], None, arrays, [words[i] for i in ok])))
+                out = infer(model, UtteranceSet([str(i) for i in ok], None, arrays, [words[i] for i in ok]))
+                if self.fallbacks[f] is not None:  # voices without their own statistics: the experts decide
+                    rows = [j for j, i in enumerate(ok) if not requests[i].speaker]
+                    out["fallback"] = dict(zip(rows, expert_probs(self.fallbacks[f], arrays, rows)))
+                outs.append(out)
         for j, i in enumerate(ok):
-            results[i] = self._result(requests[i], words[i], [{
-                "probs": o["probs"][j], "gate": o["gate"][j],
-                "attention": {k: v[j] for k, v in o["attention"].items()}} for o in outs], top)
+            results[i] = self._result(requests[i], words[i], [fold_row(o, j) for o in outs], top)
         return results
 
     def _result(self, r: Request, words: list[str], outs: list[dict], top: int) -> dict:
@@ -304,6 +310,7 @@ class Predictor:
         p = np.mean([o["probs"] for o in outs], axis=0)
         gates = [float(o["gate"]) for o in outs if not np.isnan(o["gate"])]
         att = {k: np.mean([o["attention"][k] for o in outs], axis=0) for k in outs[0]["attention"]}
+        experts = sum(bool(o.get("experts")) for o in outs)
         result: dict = {
             "emotion": self.classes[int(p.argmax())],
             "probabilities": {c: float(v) for c, v in zip(self.classes, p)},
@@ -311,7 +318,10 @@ class Predictor:
             "gate": float(np.mean(gates)) if gates else None,
             "modality_weights": {"audio": float(np.mean(gates)), "text": 1 - float(np.mean(gates))} if gates else None,
             "normalisation": "speaker's own statistics" if r.speaker and any(
-                self.per_speaker(f) for f in range(len(self.models))) else "training statistics",
+                self.per_speaker(f) for f in range(len(self.models))) else "training statistics" + (
+                f" (closed-form experts in {experts} of {len(outs)} fold model(s): no statistics of this voice; "
+                "the attention shown is the network's)"
+                if experts else ""),
             "context_utterances": len(r.context or []) if "context" in self.kinds else None,
         }
         result["duration"] = None if r.signal is None else len(r.signal) / SAMPLE_RATE
@@ -326,6 +336,29 @@ class Predictor:
                 result["frames"] = {"seconds_per_step": self.steps[k], "attention": [float(x) for x in a]}
                 result["top_spans"] = top_spans(a, self.steps[k], top)
         return result
+
+
+def fold_row(out: dict, j: int) -> dict:
+    """Row ``j`` of one fold model's outputs; where its experts stood in, their probabilities and no gate
+    (the network's attention is still shown: where it looked, said so in the result's normalisation)."""
+    row = {"probs": out["probs"][j], "gate": out["gate"][j],
+           "attention": {k: v[j] for k, v in out["attention"].items()}}
+    if j in out.get("fallback", {}):
+        row.update(probs=out["fallback"][j], gate=np.nan, experts=True)
+    return row
+
+
+def expert_probs(fallback: dict, arrays: dict[str, list[np.ndarray]], rows: list[int]) -> list[np.ndarray]:
+    """Class probabilities of the fallback's weighted closed-form experts (training.single) for the prepared
+    (training-normalised) inputs of ``rows``."""
+    if not rows:
+        return []
+    logits = 0.0
+    for k, e in fallback["experts"].items():
+        x = np.concatenate([arrays[k][j] for j in rows]).astype(np.float64)
+        logits = logits + e["weight"] * (x @ e["coef"].double().numpy().T + e["icpt"].double().numpy())
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return list((z / z.sum(axis=1, keepdims=True)).astype(np.float32))
 
 
 @dataclass

@@ -42,6 +42,9 @@ class FoldData:
     normalise: str = "speaker"  # the view used ('auto' resolved)
     experts: dict[str, ExpertFit] = field(default_factory=dict)  # fitted already (while choosing the view)
     views: dict[str, float] = field(default_factory=dict)  # 'auto': each view's validation score
+    # 'auto' chose 'speaker': the training-statistics view's experts, kept for one-utterance prediction
+    # (training.single)
+    corpus_experts: dict[str, ExpertFit] = field(default_factory=dict)
 
     def speakers(self, store: FeatureStore, part: str = "train") -> np.ndarray:
         speaker_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"]))
@@ -66,9 +69,9 @@ def fold_data(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig
     check_classes(fold, [[label_of[u] for u in part] for part in ids], classes)
     index = {c: i for i, c in enumerate(classes)}
     ys = [np.array([index[label_of[u]] for u in part], np.int64) for part in ids[:2]]
-    mode, experts, views = fc.normalise, {}, {}
+    mode, experts, views, corpus_experts = fc.normalise, {}, {}, {}
     if mode == "auto":
-        mode, experts, views = choose_view(store, ids, ys, kinds, classes, cfg)
+        mode, experts, views, corpus_experts = choose_view(store, ids, ys, kinds, classes, cfg)
     # statistics: training part, or each speaker's own (label-free); never test labels
     norms = fit_normalizers(store, ids[0], kinds, mode, fc.speaker_min_utterances)
     # held in memory unless the fold outgrows the budget: then read batch by batch from the memory map
@@ -76,7 +79,8 @@ def fold_data(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig
     in_memory = fold_nbytes(store, ids[0] + ids[1] + ids[2], kinds, cfg.model.frame_reduction) <= budget
     sets = {name: UtteranceSet.from_store(store, part, classes, kinds, norms, cfg.model.frame_reduction, in_memory)
             for name, part in zip(("train", "val", "test"), ids)}
-    return FoldData(*ids, norms, sets, {k: store.features[k].dim for k in kinds}, mode, experts, views)
+    return FoldData(*ids, norms, sets, {k: store.features[k].dim for k in kinds}, mode, experts, views,
+                    corpus_experts if mode == "speaker" else {})
 
 
 def check_classes(fold: Fold, labels: list, classes: list[str]) -> None:
@@ -98,14 +102,16 @@ def expert_streams(kinds: list[str], cfg: MmferConfig) -> list[str]:
 
 
 def choose_view(store: FeatureStore, ids: list[list[str]], ys: list[np.ndarray], kinds: list[str],
-                classes: list[str], cfg: MmferConfig) -> tuple[str, dict[str, ExpertFit], dict[str, float]]:
+                classes: list[str], cfg: MmferConfig
+                ) -> tuple[str, dict[str, ExpertFit], dict[str, float], dict[str, ExpertFit]]:
     """'auto' normalisation: the view whose closed-form experts score higher on the validation speakers;
-    (view, that view's experts of the model's closed-form streams, each view's score)."""
+    (view, that view's experts of the model's closed-form streams, each view's score, the corpus view's
+    experts of those streams)."""
     normalised = [k for k in kinds if stream(k).speaker_normalised and stream(k).modality == "audio"]
     experts = [k for k in expert_streams(kinds, cfg) if k in normalised]
     deciders = experts or normalised
     if not deciders:
-        return "speaker", {}, {}
+        return "speaker", {}, {}, {}
     balanced, n = balanced_loss(cfg), len(classes)
     inputs = {}
     for view in VIEWS:
@@ -116,7 +122,8 @@ def choose_view(store: FeatureStore, ids: list[list[str]], ys: list[np.ndarray],
     ranks = {view: combine([f.val_logits for f in fits[view].values()], ys[1], n, cfg.train.objective)[1]
              for view in VIEWS}
     view = max(VIEWS, key=lambda v: (ranks[v], v == "speaker"))
-    return view, {k: f for k, f in fits[view].items() if k in experts}, {v: r[0] for v, r in ranks.items()}
+    return (view, {k: f for k, f in fits[view].items() if k in experts}, {v: r[0] for v, r in ranks.items()},
+            {k: f for k, f in fits["corpus"].items() if k in experts})
 
 
 def parallel_fits(inputs: dict, ys: list[np.ndarray], n: int, balanced: bool, objective: str) -> dict:

@@ -35,6 +35,7 @@ from mmfer.training.fold_data import FoldData, balanced_loss, fold_data
 from mmfer.training.fold_output import FoldResult, finish_fold
 from mmfer.training.folds import Fold
 from mmfer.training.metrics import scores
+from mmfer.training.single import single_utterance_fallback
 from mmfer.training.soup import epoch_rank, greedy_soup, keep
 
 
@@ -135,11 +136,15 @@ def train_neural_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: Mmf
     if group is not None and not group.leader:  # rank 0 scores the test part and writes the fold
         return FoldResult({}, pd.DataFrame())
     test = infer(model, sets["test"], device)
+    single = single_utterance_fallback(model, data, store, cfg, classes, device)
+    extra = {**({"finetuned_lexical": True} if word_model is not None else {}),
+             **({"single_utterance": single} if single else {})}
     return finish_fold(store, fold, model, cfg, classes, run_dir, data, test, started,
                        {"best_epoch": best["epoch"], "soup_epochs": souped, "objective": tc.objective,
                         "val_score": best["score"], "soup_val_score": soup_score,
-                        "history": history, **prefit},
-                       {"finetuned_lexical": True} if word_model is not None else None)
+                        **({"single_utterance": {k: v for k, v in single.items() if k != "experts"}}
+                           if single else {}),
+                        "history": history, **prefit}, extra or None)
 
 
 def train_epoch(model: EmotionModel, net: nn.Module, train, loss_fn, opt, scaler, device, cfg: MmferConfig,

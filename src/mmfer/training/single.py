@@ -1,0 +1,95 @@
+"""What a model trained with per-speaker statistics does with a voice it has no statistics of.
+
+A fold that normalises each speaker by their own statistics (``features.normalise`` speaker, or auto's
+choice) learned on inputs from which the voice was removed. Predicting one utterance of an unknown voice
+(``mmfer predict`` of one file, the demo, a batch speaker with fewer recordings than
+``speaker_min_utterances``) has only the training statistics, and the network then reads inputs unlike any
+it was trained on: on the sample corpus its UA fell from 0.84-0.93 to 0.65-0.77 per fold.
+
+The closed-form experts are cheap to fit in the other view, so each such fold also gets a *fallback*: the
+experts of its speaker-normalised streams fitted on training-statistics inputs ('auto' fitted them already
+to choose the view), with the model's own experts of its other streams (the text's sentence and context
+scores), weighed on validation like the model's start (``closed_form.combine``, per modality, then across).
+The validation speakers, normalised by the training statistics as such a prediction would be, then decide
+between the network and the fallback; the checkpoint keeps the fallback and the choice
+(``single_utterance``), and the Predictor uses it wherever a voice's own statistics are missing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mmfer.config import MmferConfig
+from mmfer.data import StreamNorm, UtteranceSet, fit_normalizers
+from mmfer.features.store import FeatureStore
+from mmfer.models.inference import infer
+from mmfer.streams import stream
+from mmfer.training.closed_form import combine, fit_expert
+from mmfer.training.fold_data import FoldData, _vectors, balanced_loss
+from mmfer.training.metrics import scores
+
+
+def single_utterance_fallback(model, data: FoldData, store: FeatureStore, cfg: MmferConfig, classes: list[str],
+                              device) -> dict | None:
+    """For a fold trained with per-speaker statistics: the fallback experts and which of network and
+    fallback scored higher on the validation speakers with training statistics (what the checkpoint's
+    ``single_utterance`` holds; its scores go to metrics.json). None where the fold used training statistics
+    anyway or the model has no closed-form expert on a speaker-normalised stream."""
+    experts = model.prefit_encoders() if hasattr(model, "prefit_encoders") else {}
+    own = [k for k in experts if stream(k).speaker_normalised]
+    if data.normalise != "speaker" or not own or not len(data.val_ids):
+        return None
+    objective, y_val, n_classes = cfg.train.objective, data.sets["val"].labels, len(classes)
+    fits = {k: data.corpus_experts.get(k) for k in own}
+    missing = [k for k, f in fits.items() if f is None]
+    if missing:  # normalise 'speaker' asked for: the training-statistics view was never fitted
+        norms = fit_normalizers(store, data.train_ids, missing, "corpus")
+        for k in missing:
+            xs = [_vectors(store, k, ids, norms[k]) for ids in (data.train_ids, data.val_ids)]
+            fits[k] = fit_expert(xs[0], data.sets["train"].labels, xs[1], y_val, n_classes, balanced_loss(cfg),
+                                 objective)
+    coefs = {k: (f.coef, f.icpt) for k, f in fits.items()}
+    val_logits = {k: f.val_logits for k, f in fits.items()}
+    with torch.no_grad():
+        for k, enc in experts.items():
+            if k not in fits:  # not normalised per speaker: the model's own expert, same inputs either way
+                w, b = enc.linear.weight.cpu().double().numpy(), enc.linear.bias.cpu().double().numpy()
+                x = np.concatenate(data.sets["val"].arrays[k]).astype(np.float64)
+                coefs[k], val_logits[k] = (w, b), x @ w.T + b
+    weights = _weigh(val_logits, y_val, n_classes, objective)
+    fallback_val = sum(weights[k] * val_logits[k] for k in weights)
+    experts_score = scores(y_val, fallback_val.argmax(1), n_classes)[objective]
+    network_score = _network_score(model, data, store, cfg, classes, device)
+    uses = "experts" if experts_score > network_score else "network"
+    return {"uses": uses, "network_val": float(network_score), "experts_val": float(experts_score),
+            "experts": {k: {"coef": torch.tensor(coefs[k][0], dtype=torch.float32),
+                            "icpt": torch.tensor(coefs[k][1], dtype=torch.float32), "weight": float(weights[k])}
+                        for k in weights}}
+
+
+def _weigh(val_logits: dict[str, np.ndarray], y_val: np.ndarray, n_classes: int, objective: str) -> dict[str, float]:
+    """Each expert's weight: within a modality, then across the modalities (both on validation)."""
+    by_modality: dict[str, list[str]] = {}
+    for k in val_logits:
+        by_modality.setdefault(stream(k).modality, []).append(k)
+    inner, joined = {}, {}
+    for m, ks in by_modality.items():
+        w, _ = combine([val_logits[k] for k in ks], y_val, n_classes, objective)
+        inner.update(zip(ks, w))
+        joined[m] = sum(inner[k] * val_logits[k] for k in ks)
+    outer, _ = combine(list(joined.values()), y_val, n_classes, objective)
+    across = dict(zip(joined, outer))
+    return {k: float(across[stream(k).modality] * inner[k]) for k in val_logits}
+
+
+def _network_score(model, data: FoldData, store: FeatureStore, cfg: MmferConfig, classes: list[str],
+                   device) -> float:
+    """The trained network on the validation speakers normalised by the training statistics alone."""
+    plain = {k: StreamNorm(n.train, {}) for k, n in data.norms.items()}
+    val = data.sets["val"]
+    view = UtteranceSet.from_store(store, data.val_ids, classes, list(val.arrays), plain,
+                                   cfg.model.frame_reduction, val.in_memory)
+    view.words = val.words
+    probs = infer(model, view, device)["probs"]
+    return scores(val.labels, probs.argmax(1), len(classes))[cfg.train.objective]
