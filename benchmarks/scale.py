@@ -131,6 +131,14 @@ def one_size(work: Path, per_speaker: int, ray: bool) -> dict:
     return row
 
 
+def settings_line() -> str:
+    """The default features the sizes ran with, read from the config (not written by hand)."""
+    from mmfer.config import FeatureConfig
+
+    f = FeatureConfig()
+    return f"streams {', '.join(f.streams)}; acoustic {f.acoustic}, lexical {f.lexical}"
+
+
 def flatness(rows: list[dict], stage: str, key: str = "ms_per_utterance") -> dict:
     """Cost per utterance against the smallest size: within ±20 %, and (what matters for growth) never more
     than 20 % above it. Fixed start-up costs (model loading, worker start) make small runs dearer."""
@@ -163,7 +171,7 @@ def main() -> None:
     est_cv = IEMOCAP_UTTERANCES * cv_per_utt * longer
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "settings": "defaults (ComParE_2016 LLDs + functionals, MiniLM words; mmmf, leave one session out)",
+        "settings": f"defaults ({settings_line()}; mmmf, leave one session out)",
         "sizes": rows,
         "flat": {"prepare": flatness(rows, "prepare"), "cv_mmmf": flatness(rows, "cv_mmmf"),
                  "cv_mmmf_per_utterance_epoch": flatness(rows, "cv_mmmf", "ms_per_utterance_epoch"),

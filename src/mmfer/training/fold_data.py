@@ -116,7 +116,7 @@ def choose_view(store: FeatureStore, ids: list[list[str]], ys: list[np.ndarray],
     inputs = {}
     for view in VIEWS:
         norms = fit_normalizers(store, ids[0], deciders, view, cfg.features.speaker_min_utterances)
-        inputs.update({(view, k): [_vectors(store, k, part, norms[k]) for part in ids[:2]] for k in deciders})
+        inputs.update({(view, k): [stream_vectors(store, k, part, norms[k]) for part in ids[:2]] for k in deciders})
     done = parallel_fits(inputs, ys, n, balanced, cfg.train.objective)
     fits = {view: {k: done[(view, k)] for k in deciders} for view in VIEWS}
     ranks = {view: combine([f.val_logits for f in fits[view].values()], ys[1], n, cfg.train.objective)[1]
@@ -134,7 +134,7 @@ def parallel_fits(inputs: dict, ys: list[np.ndarray], n: int, balanced: bool, ob
     return dict(zip(keys, fits))
 
 
-def _vectors(store: FeatureStore, kind: str, ids: list[str], norm: StreamNorm) -> np.ndarray:
+def stream_vectors(store: FeatureStore, kind: str, ids: list[str], norm: StreamNorm) -> np.ndarray:
     """[n, dim]: each utterance's normalised vector (a sequence stream: the mean of its normalised frames,
     clipped as its frames would be)."""
     speaker_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"]))

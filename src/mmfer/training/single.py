@@ -4,7 +4,8 @@ A fold that normalises each speaker by their own statistics (``features.normalis
 choice) learned on inputs from which the voice was removed. Predicting one utterance of an unknown voice
 (``mmfer predict`` of one file, the demo, a batch speaker with fewer recordings than
 ``speaker_min_utterances``) has only the training statistics, and the network then reads inputs unlike any
-it was trained on: on the sample corpus its UA fell from 0.84-0.93 to 0.65-0.77 per fold.
+it was trained on: on the sample corpus (`audio`) its UA fell from 0.84-0.93 to 0.65-0.77 per fold, where
+the fallback below scores 0.82-0.88 (``benchmarks/single_utterance.py``).
 
 The closed-form experts are cheap to fit in the other view, so each such fold also gets a *fallback*: the
 experts of its speaker-normalised streams fitted on training-statistics inputs ('auto' fitted them already
@@ -26,7 +27,7 @@ from mmfer.features.store import FeatureStore
 from mmfer.models.inference import infer
 from mmfer.streams import stream
 from mmfer.training.closed_form import combine, fit_expert
-from mmfer.training.fold_data import FoldData, _vectors, balanced_loss
+from mmfer.training.fold_data import FoldData, balanced_loss, stream_vectors
 from mmfer.training.metrics import scores
 
 
@@ -46,7 +47,7 @@ def single_utterance_fallback(model, data: FoldData, store: FeatureStore, cfg: M
     if missing:  # normalise 'speaker' asked for: the training-statistics view was never fitted
         norms = fit_normalizers(store, data.train_ids, missing, "corpus")
         for k in missing:
-            xs = [_vectors(store, k, ids, norms[k]) for ids in (data.train_ids, data.val_ids)]
+            xs = [stream_vectors(store, k, ids, norms[k]) for ids in (data.train_ids, data.val_ids)]
             fits[k] = fit_expert(xs[0], data.sets["train"].labels, xs[1], y_val, n_classes, balanced_loss(cfg),
                                  objective)
     coefs = {k: (f.coef, f.icpt) for k, f in fits.items()}
