@@ -186,6 +186,7 @@ def test_real_browser_upload(browser_page, row, tmp_path):
     page.click("#go")
     _assert_result_panel(page)
     assert "audio" in page.inner_text("#gate")
+    assert page.inner_text("#norm").startswith("Acoustic normalisation: training statistics")  # a voice alone
     assert page.eval_on_selector("#word-att", "img => img.naturalWidth") > 100
     page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
 
