@@ -165,7 +165,7 @@ def test_a_shard_is_held_in_its_store_dtype(tmp_path: Path, monkeypatch):
             return [np.ones((len(x) // 320, 8), np.float32) for x in signals]
 
     paths = [(str(_tone(tmp_path / f"{i}.wav", 1.0)), None, None) for i in range(2)]
-    arrays, errors = prep._audio(Encoder(), ["acoustic"], ["a", "b"], paths, {"acoustic": "float16"})
+    arrays, errors = prep._audio(Encoder(), {"acoustic": {"dtype": "float16"}}, ["a", "b"], paths)
     assert batches == [1, 1] and not errors
     assert [(a.dtype, a.shape) for a in arrays["acoustic"]] == [(np.float16, (50, 8))] * 2
 

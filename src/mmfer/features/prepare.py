@@ -219,7 +219,7 @@ def extract_shard(settings: dict[str, dict], ids: list[str], inputs: list, paths
     if ext.input == "words":
         arrays, errors = {kinds[0]: _words(ext, inputs)}, {}
     else:
-        arrays, errors = _audio(ext, kinds, ids, inputs, {k: s["dtype"] for k, s in settings.items()})
+        arrays, errors = _audio(ext, settings, ids, inputs)
     if paths is None:
         return arrays, errors
     for kind in kinds:
@@ -227,19 +227,19 @@ def extract_shard(settings: dict[str, dict], ids: list[str], inputs: list, paths
     return None
 
 
-def _audio(ext, kinds: list[str], ids: list[str], paths: list[tuple[str, float, float]],
-           dtypes: dict[str, str]):
+def _audio(ext, settings: dict[str, dict], ids: list[str], paths: list[tuple[str, float, float]]):
     """({stream: array or None per utterance}, {utt_id: reason}) of one shard. An extractor that batches
     (an SSL or Whisper encoder) gets up to HOLD_SECONDS of the shard's audio at a time, encoded together;
-    any other one utterance at a time. Each result is converted to its store dtype (``dtypes``) as it
+    any other one utterance at a time. Each result is converted to its store dtype (``settings``) as it
     arrives, so the shard is held as stored: Whisper's float32 states of 64 utterances of 30 s take 1.4 GB,
     their float16 copies half that."""
+    kinds = list(settings)
     errors: dict[str, str] = {}
     done: dict[str, dict[str, np.ndarray]] = {}
     held: dict[str, np.ndarray] = {}
 
     def stored(got: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: np.asarray(a, dtypes[k]) for k, a in got.items()}
+        return {k: np.asarray(a, settings[k]["dtype"]) for k, a in got.items()}
 
     def encode_held() -> None:
         many = (ext.extract_many(list(held.values()), tuple(kinds)) if hasattr(ext, "extract_streams")
