@@ -13,8 +13,9 @@ Per fold of a cv run, every test utterance is predicted alone through the Predic
 
     python benchmarks/single_utterance.py [--work DIR] [--data ../shared/data] [--skip-ravdess] [--out FILE]
 
-Sample corpus: `audio` and `mmmf`, 5 folds; RAVDESS: `audio`, 6 folds (the stores as benchmarks/real.py makes
-them). Writes benchmarks/results/single_utterance.json.
+Sample corpus: `audio`, `mmmf` and the linear baselines `audio-svm` and `audio-whisper-linear` (whose
+fallback is their twin fitted on training statistics), 5 folds; RAVDESS: `audio` and the same baselines,
+6 folds (the stores as benchmarks/real.py makes them). Writes benchmarks/results/single_utterance.json.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+LINEAR = ("audio-svm", "audio-whisper-linear")  # the baselines keep a training-statistics twin likewise
 
 
 def one_by_one(store_path: Path, run: Path) -> dict:
@@ -103,7 +105,7 @@ def main() -> None:
         generate(corpus, progress=False)
     prepare(corpus, store, progress=False, warn=lambda m: None)
     cfg = load_config(None, {"train": {"threads": 2}})
-    for model in ("audio", "mmmf"):
+    for model in ("audio", "mmmf", *LINEAR):
         run = a.work / "sample" / "runs" / model
         run_cv(store, model, cfg, run, progress=False, echo=lambda m: None)
         result[f"sample/{model}"] = one_by_one(store, run)
@@ -112,9 +114,10 @@ def main() -> None:
 
         store = prepare_store(a.data, a.work, "ravdess")
         cfg = load_config(None, {"train": {**CORPORA["ravdess"]["train"], "threads": 2}})
-        run = a.work / "ravdess" / "runs" / "audio"
-        run_cv(store, "audio", cfg, run, progress=False, echo=lambda m: None)
-        result["ravdess/audio"] = one_by_one(store, run)
+        for model in ("audio", *LINEAR):
+            run = a.work / "ravdess" / "runs" / model
+            run_cv(store, model, cfg, run, progress=False, echo=lambda m: None)
+            result[f"ravdess/{model}"] = one_by_one(store, run)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v.get("pooled_ua") if isinstance(v, dict) else v for k, v in result.items()}, indent=2))

@@ -135,3 +135,43 @@ def test_a_per_speaker_fold_keeps_experts_for_voices_without_statistics(tmp_path
                  for k, e in experts.items())
     y = np.array([CLASSES.index(label[u]) for u in folds["val"]])
     assert scores(y, logits.argmax(1).numpy(), 4)["ua"] == pytest.approx(single["experts_val"], abs=1e-9)
+
+
+@pytest.mark.parametrize("model", ["audio-svm", "audio-whisper-linear"])
+def test_a_linear_baseline_on_per_speaker_statistics_keeps_a_twin_for_voices_without_them(tmp_path, model):
+    """A linear baseline trained on per-speaker statistics keeps its twin fitted on training statistics, and
+    the validation speakers with training statistics decide which answers a voice without statistics; both
+    validation scores are reproduced from the stored coefficients."""
+    import json
+
+    from mmfer.config import load_config
+    from mmfer.data import fit_normalizers
+    from mmfer.features.store import FeatureStore
+    from mmfer.models.checkpoint import read_checkpoint
+    from mmfer.training.cv import run_cv
+    from mmfer.training.metrics import scores
+    from synthetic_store import CLASSES, make_store
+
+    path = make_store(tmp_path / "s", sessions=4, per_speaker=24, one_emotion=False)
+    cfg = load_config(None, {"train": {"threads": 1}, "features": {"normalise": "speaker"}})
+    run = tmp_path / "run"
+    run_cv(path, model, cfg, run, progress=False, echo=lambda s: None, only=["Ses01"])
+    metrics = json.loads((run / "fold-1" / "metrics.json").read_text())
+    ckpt = read_checkpoint(run / "fold-1" / "model.pt")
+    single, stored = metrics["single_utterance"], ckpt["single_utterance"]
+    assert single["uses"] == stored["uses"] == ("experts" if single["experts_val"] > single["network_val"]
+                                                else "network")
+    (kind,) = stored["experts"]
+    twin = stored["experts"][kind]
+    assert kind == {"audio-svm": "functionals", "audio-whisper-linear": "pooled"}[model] and twin["weight"] == 1.0
+    store = FeatureStore(path)
+    folds = json.loads((run / "folds.json").read_text())["folds"][0]
+    label = dict(zip(store.corpus.table["utt_id"], store.corpus.table["label"]))
+    norm = fit_normalizers(store, folds["train"], [kind], "corpus")[kind]
+    x = np.stack([norm.train(store.features[kind].get(u))[0] for u in folds["val"]]).astype(np.float64)
+    y = np.array([CLASSES.index(label[u]) for u in folds["val"]])
+    own = ckpt["state_dict"]["linear.weight"].double().numpy(), ckpt["state_dict"]["linear.bias"].double().numpy()
+    for (w, b), key in (((twin["coef"].double().numpy(), twin["icpt"].double().numpy()), "experts_val"),
+                        (own, "network_val")):
+        assert scores(y, (x @ w.T + b).argmax(1), 4)["ua"] == pytest.approx(single[key], abs=1e-9)
+    assert not np.allclose(own[0], twin["coef"].double().numpy())  # two fits, not one stored twice

@@ -12,6 +12,9 @@ and the report treat them like any other model.
 * ``audio-whisper-linear``: the ``pooled`` stream (the Whisper encoder's frame mean and std per layer).
 * ``text-tfidf``: TF-IDF of word 1-2-grams (vocabulary and IDF fitted on the training part, sublinear tf),
   the ``ngrams`` stream.
+
+A fold of the two audio baselines on per-speaker statistics also keeps a twin fitted on training statistics
+for voices without statistics of their own (``training.single.linear_fallback``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from mmfer.training.closed_form import fit_expert
 from mmfer.training.fold_data import balanced_loss, fold_data
 from mmfer.training.fold_output import FoldResult, finish_fold
 from mmfer.training.folds import Fold
+from mmfer.training.single import linear_fallback
 
 
 def train_linear_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig, classes: list[str],
@@ -60,6 +64,11 @@ def train_linear_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: Mmf
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
     test = {"probs": probs, "attention": {}, "gate": np.full(len(probs), np.nan, np.float32)}
+    single = linear_fallback(fit, kind, data, store, cfg, classes) if kind != "ngrams" else None
+    if single:
+        extra["single_utterance"] = single
     return finish_fold(store, fold, model.eval(), cfg, classes, run_dir, data, test, started,
                        {"best_epoch": 0, "objective": cfg.train.objective, "val_score": fit.val_score, "C": fit.C,
-                        "search": fit.search}, extra)
+                        "search": fit.search, **({"single_utterance": {k: v for k, v in single.items()
+                                                                         if k != "experts"}} if single else {})},
+                       extra or None)

@@ -14,6 +14,10 @@ scores), weighed on validation like the model's start (``closed_form.combine``, 
 The validation speakers, normalised by the training statistics as such a prediction would be, then decide
 between the network and the fallback; the checkpoint keeps the fallback and the choice
 (``single_utterance``), and the Predictor uses it wherever a voice's own statistics are missing.
+
+The linear baselines on a speaker-normalised stream (``audio-svm``, ``audio-whisper-linear``) have the same
+problem and the same remedy, one expert deep: their twin fitted on training statistics, kept where the
+validation speakers prefer it (``linear_fallback``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from mmfer.data import StreamNorm, UtteranceSet, fit_normalizers
 from mmfer.features.store import FeatureStore
 from mmfer.models.inference import infer
 from mmfer.streams import stream
-from mmfer.training.closed_form import combine, fit_expert
+from mmfer.training.closed_form import ExpertFit, combine, fit_expert
 from mmfer.training.fold_data import FoldData, balanced_loss, stream_vectors
 from mmfer.training.metrics import scores
 
@@ -42,14 +46,7 @@ def single_utterance_fallback(model, data: FoldData, store: FeatureStore, cfg: M
     if data.normalise != "speaker" or not own or not len(data.val_ids):
         return None
     objective, y_val, n_classes = cfg.train.objective, data.sets["val"].labels, len(classes)
-    fits = {k: data.corpus_experts.get(k) for k in own}
-    missing = [k for k, f in fits.items() if f is None]
-    if missing:  # normalise 'speaker' asked for: the training-statistics view was never fitted
-        norms = fit_normalizers(store, data.train_ids, missing, "corpus")
-        for k in missing:
-            xs = [stream_vectors(store, k, ids, norms[k]) for ids in (data.train_ids, data.val_ids)]
-            fits[k] = fit_expert(xs[0], data.sets["train"].labels, xs[1], y_val, n_classes, balanced_loss(cfg),
-                                 objective)
+    fits = corpus_fits(own, data, store, cfg, n_classes)
     coefs = {k: (f.coef, f.icpt) for k, f in fits.items()}
     val_logits = {k: f.val_logits for k, f in fits.items()}
     with torch.no_grad():
@@ -67,6 +64,40 @@ def single_utterance_fallback(model, data: FoldData, store: FeatureStore, cfg: M
             "experts": {k: {"coef": torch.tensor(coefs[k][0], dtype=torch.float32),
                             "icpt": torch.tensor(coefs[k][1], dtype=torch.float32), "weight": float(weights[k])}
                         for k in weights}}
+
+
+def linear_fallback(fit: ExpertFit, kind: str, data: FoldData, store: FeatureStore, cfg: MmferConfig,
+                    classes: list[str]) -> dict | None:
+    """The same for a linear baseline (``audio-svm``, ``audio-whisper-linear``) trained on per-speaker
+    statistics: its twin fitted on training statistics stands in where the validation speakers, normalised
+    by the training statistics, score the twin higher than the model itself. None where the fold used
+    training statistics anyway or the stream is not normalised per speaker (``text-tfidf``)."""
+    if data.normalise != "speaker" or not stream(kind).speaker_normalised or not len(data.val_ids):
+        return None
+    objective, y_val, n_classes = cfg.train.objective, data.sets["val"].labels, len(classes)
+    twin = corpus_fits([kind], data, store, cfg, n_classes)[kind]
+    x_val = stream_vectors(store, kind, data.val_ids, StreamNorm(data.norms[kind].train, {}))
+    own_score = scores(y_val, fit.logits(x_val).argmax(1), n_classes)[objective]
+    twin_score = scores(y_val, twin.val_logits.argmax(1), n_classes)[objective]
+    return {"uses": "experts" if twin_score > own_score else "network", "network_val": float(own_score),
+            "experts_val": float(twin_score),
+            "experts": {kind: {"coef": torch.tensor(twin.coef, dtype=torch.float32),
+                               "icpt": torch.tensor(twin.icpt, dtype=torch.float32), "weight": 1.0}}}
+
+
+def corpus_fits(kinds: list[str], data: FoldData, store: FeatureStore, cfg: MmferConfig, n_classes: int
+                ) -> dict[str, ExpertFit]:
+    """The training-statistics view's expert of each of ``kinds``: kept from 'auto''s choice of the view, or
+    fitted here where normalise 'speaker' was asked for and that view was never fitted."""
+    fits = {k: data.corpus_experts.get(k) for k in kinds}
+    missing = [k for k, f in fits.items() if f is None]
+    if missing:
+        norms = fit_normalizers(store, data.train_ids, missing, "corpus")
+        for k in missing:
+            xs = [stream_vectors(store, k, ids, norms[k]) for ids in (data.train_ids, data.val_ids)]
+            fits[k] = fit_expert(xs[0], data.sets["train"].labels, xs[1], data.sets["val"].labels, n_classes,
+                                 balanced_loss(cfg), cfg.train.objective)
+    return fits
 
 
 def _weigh(val_logits: dict[str, np.ndarray], y_val: np.ndarray, n_classes: int, objective: str) -> dict[str, float]:
