@@ -74,6 +74,37 @@ def test_speaker_normalisation_uses_each_speakers_own_statistics(store):
     assert np.array_equal(none["functionals"].train(own), own)
 
 
+def test_training_statistics_come_from_per_speaker_sums_read_once(store, monkeypatch):
+    """A fold's training statistics equal those of its utterances read one by one, whether it holds whole
+    speakers (their cached sums) or part of one (read); a second fold reads no frames of a whole speaker,
+    and a derived stream attached anew is summed anew."""
+    from mmfer.data import Normalizer, speaker_sums
+
+    fs = FeatureStore(store)
+    table = fs.corpus.table
+    whole = table.loc[table["session"] != "Ses01", "utt_id"].tolist()
+    partial = whole + table.loc[table["speaker"] == "Ses01F", "utt_id"].tolist()[:5]
+    for ids in (whole, partial):
+        for k in ("functionals", "acoustic"):
+            got = fit_normalizers(fs, ids, [k], mode="corpus")[k].train
+            want = Normalizer.fit(fs.features[k].get(u) for u in ids)
+            assert np.allclose(got.mean, want.mean, rtol=1e-6, atol=1e-7)
+            assert np.allclose(got.std, want.std, rtol=1e-6, atol=1e-7)
+    reads = []
+    features = fs.features["functionals"]
+    original = type(features).get
+    monkeypatch.setattr(type(features), "get", lambda self, u: reads.append(u) or original(self, u))
+    fit_normalizers(fs, partial, ["functionals"], mode="speaker")
+    assert sorted(reads) == sorted(partial[len(whole):])  # only the partial speaker's five
+    attach_derived(fs, ["sentence"], before=0, after=0)
+    first = speaker_sums(fs, "sentence")
+    assert speaker_sums(fs, "sentence") is first  # cached
+    del fs.features["sentence"]
+    attach_derived(fs, ["sentence"], before=0, after=0)
+    again = speaker_sums(fs, "sentence")
+    assert again is not first and all(np.array_equal(again[s][1].s, first[s][1].s) for s in first)
+
+
 def test_context_is_the_previous_utterances_text_never_labels(store):
     fs = FeatureStore(store)
     attach_derived(fs, ["context", "sentence"], before=2, after=0)

@@ -74,6 +74,12 @@ class RunningStats:
         self.s = self.s + a.sum(axis=0)
         self.ss = self.ss + (a * a).sum(axis=0)
 
+    def merge(self, other: RunningStats) -> None:
+        """Add another's frames (their sums): the statistics of both parts together."""
+        self.n += other.n
+        self.s = self.s + other.s
+        self.ss = self.ss + other.ss
+
     def normalizer(self, clip: float | None = None) -> Normalizer:
         mean = self.s / max(self.n, 1)
         std = np.sqrt(np.maximum(self.ss / max(self.n, 1) - mean**2, 0.0))
@@ -127,7 +133,7 @@ def fit_normalizers(store: FeatureStore, ids: list[str], kinds: list[str], mode:
         if mode == "none" and stream(k).speaker_normalised:
             out[k] = StreamNorm(Normalizer.identity(fs.dim), {})
             continue
-        train = Normalizer.fit(fs.get(u) for u in ids)  # one utterance at a time: a list held the whole part
+        train = training_statistics(store, k, ids)
         speakers: dict[str, Normalizer] = {}
         if mode == "speaker" and stream(k).speaker_normalised:
             speakers = store_speaker_statistics(store, k, min_utterances)
@@ -136,20 +142,53 @@ def fit_normalizers(store: FeatureStore, ids: list[str], kinds: list[str], mode:
 
 
 def store_speaker_statistics(store: FeatureStore, kind: str, min_utterances: int) -> dict[str, Normalizer]:
-    """Every speaker's statistics for one stream of the store. Label-free, so the same for every fold:
-    computed once per store object, streaming one utterance at a time (never the whole corpus in memory)."""
-    cache = store.__dict__.setdefault("_speaker_statistics", {})
-    key = (kind, min_utterances)
-    if key not in cache:
-        fs, table = store.features[kind], store.corpus.table
+    """Every speaker's statistics for one stream of the store (speakers with ``min_utterances`` or more).
+    Label-free, so the same for every fold (see speaker_sums)."""
+    return {spk: stats.normalizer(SPEAKER_CLIP) for spk, (ids, stats) in speaker_sums(store, kind).items()
+            if len(ids) >= min_utterances}
+
+
+def speaker_sums(store: FeatureStore, kind: str) -> dict:
+    """Per speaker: the utterances of ``kind`` and their frames' sums. Computed once per store object in
+    one pass, one utterance at a time (never the whole corpus in memory); every fold's statistics, its
+    speakers' own and its training part's, are then sums of these."""
+    cache = store.__dict__.setdefault("_speaker_sums", {})
+    fs = store.features[kind]
+    if kind not in cache or cache[kind][0] is not fs:  # a derived stream attached anew: other values
+        table = store.corpus.table
         ids_of: dict[str, list[str]] = {}
         for u, spk in zip(table["utt_id"], table["speaker"]):
             if u in fs:
                 ids_of.setdefault(spk, []).append(u)
-        cache[key] = {spk: Normalizer(n.mean, n.std, SPEAKER_CLIP)
-                      for spk, ids in ids_of.items() if len(ids) >= min_utterances
-                      for n in [Normalizer.fit(fs.get(u) for u in ids)]}
-    return cache[key]
+        sums = {}
+        for spk, ids in ids_of.items():
+            stats = RunningStats()
+            for u in ids:
+                stats.add(fs.get(u))
+            sums[spk] = (frozenset(ids), stats)
+        cache[kind] = (fs, sums)
+    return cache[kind][1]
+
+
+def training_statistics(store: FeatureStore, kind: str, ids: list[str]) -> Normalizer:
+    """The statistics of the utterances ``ids`` (a fold's training part): the cached sums of each speaker
+    all of whose utterances are in it, the frames of the others read one at a time. Each fold used to
+    re-read its training part, up to three times (both views of 'auto', then the model's own)."""
+    fs, table = store.features[kind], store.corpus.table
+    speaker_of = dict(zip(table["utt_id"], table["speaker"]))
+    by_speaker: dict = {}
+    for u in ids:
+        by_speaker.setdefault(speaker_of[u], []).append(u)
+    sums = speaker_sums(store, kind)
+    total = RunningStats()
+    for spk, part in by_speaker.items():
+        whole = sums.get(spk)
+        if whole is not None and whole[0] == frozenset(part):
+            total.merge(whole[1])
+        else:
+            for u in part:
+                total.add(fs.get(u))
+    return total.normalizer()
 
 
 class StoredStream(Sequence):
