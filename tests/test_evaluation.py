@@ -150,7 +150,8 @@ def test_folds_file_round_trip_and_seeds(store, tmp_path):
     assert summary["ua"]["mean"] == pytest.approx(first["ua"]["mean"])  # closed form: seeds agree
     iv = summary["intervals"]["ua"]
     assert iv["low"] <= iv["value"] <= iv["high"]
-    assert "over seeds" in out.output and "interval" in out.output
+    assert "over seeds" in out.output and "interval" in out.output and "ensemble" in out.output
+    assert summary["seeds"]["ensemble"]["ua"]["mean"] == pytest.approx(first["ua"]["mean"])  # agreeing seeds
     # the same test utterances: compare works; every seed's model is in the ensemble, or one seed's
     assert compare(tmp_path / "again", tmp_path / "first", n_boot=200)["metrics"]["ua"]["diff"] == pytest.approx(0)
     assert len(runs.checkpoints(tmp_path / "again")) == 8 and len(runs.checkpoints(tmp_path / "again", seed=1)) == 4
@@ -159,6 +160,23 @@ def test_folds_file_round_trip_and_seeds(store, tmp_path):
     exported = runs.export(tmp_path / "again", tmp_path / "export-seed-1", seed=1)
     assert sorted(p.name for p in (exported / "models").glob("*.pt")) == [f"fold-{i}-seed-1.pt" for i in range(1, 5)]
     assert len(runs.checkpoints(runs.export(tmp_path / "again", tmp_path / "export-all"))) == 8
+
+
+def test_a_seed_ensemble_averages_each_folds_seeds_probabilities(tmp_path):
+    """Per fold, the seeds' mean probabilities decide: two seeds each wrong on a different utterance, but
+    less sure there than right elsewhere, make an ensemble right on both (UA 1 where each seed has 0.75)."""
+    from mmfer.training.cv import seed_ensemble
+
+    probs = {0: [[0.9, 0.1], [0.4, 0.6], [0.1, 0.9], [0.2, 0.8]],  # seed 0 wrong on u1
+             1: [[0.45, 0.55], [0.9, 0.1], [0.1, 0.9], [0.2, 0.8]]}  # seed 1 wrong on u0
+    folds = []
+    for seed, p in probs.items():
+        frame = pd.DataFrame({"utt_id": ["u0", "u1", "u2", "u3"], "true": ["a", "a", "b", "b"],
+                              "pred": ["ab"[int(np.argmax(r))] for r in p], "probs": p})
+        runs.write_fold(tmp_path, 0, frame, {"fold": "f1"}, seed)
+        folds.append(type("Fold", (), {"index": 0, "seed": seed})())
+    ens = seed_ensemble(tmp_path, folds, ["a", "b"])
+    assert ens["ua"]["mean"] == 1.0 and ens["pooled"]["wa"] == 1.0 and ens["ua"]["std"] == 0.0
 
 
 def test_resume_refuses_other_folds_and_accepts_older_configs(store, tmp_path):

@@ -59,6 +59,8 @@ def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path
         fold_metrics = [_fold(store, fold, model, c, classes, out, progress, echo, group) for fold, c in units]
     summary = summarize(model, classes, fold_metrics, protocol)
     summary["intervals"] = pooled_intervals(out, [f for f, _ in units], classes, store, cfg)
+    if "seeds" in summary and len(summary["seeds"]["seeds"]) > 1:
+        summary["seeds"]["ensemble"] = seed_ensemble(out, [f for f, _ in units], classes)
     if group is None or group.leader:
         runs.write_summary(out, summary)
     return summary
@@ -102,6 +104,31 @@ def pooled_intervals(out: Path, folds: list, classes: list[str], store: FeatureS
     y, preds, ids = by_seed(p, classes)
     return intervals(y, preds, [speaker.get(u, "?") for u in ids], len(classes), cfg.train.bootstrap,
                      seed=cfg.train.seed)
+
+
+def seed_ensemble(out: Path, folds: list, classes: list[str]) -> dict:
+    """Each fold's seeds as one model (their mean probabilities per test utterance: what `predict` of the
+    run does), scored per fold: mean ± std over folds, as the main table, and the pooled scores. The
+    seeds' own mean says what one seed can be expected to give; this says what the run gives."""
+    import numpy as np
+    import pandas as pd
+
+    from mmfer.training.metrics import scores
+
+    index = {c: i for i, c in enumerate(classes)}
+    p = pd.concat([runs.fold_predictions(out, f.index, f.seed).assign(_fold=f.index) for f in folds],
+                  ignore_index=True)
+    per_fold, ys, preds = [], [], []
+    for _, part in p.groupby("_fold", sort=True):
+        utts = list(part.groupby("utt_id", sort=False))
+        probs = np.stack([np.mean(np.stack(u["probs"].to_numpy()), axis=0) for _, u in utts])
+        y = np.array([index[u["true"].iloc[0]] for _, u in utts])
+        per_fold.append(scores(y, probs.argmax(1), len(classes)))
+        ys.append(y)
+        preds.append(probs.argmax(1))
+    pooled = scores(np.concatenate(ys), np.concatenate(preds), len(classes))
+    keys = ("wa", "ua", "f1", "wf1")
+    return {**{k: mean_std([f[k] for f in per_fold]) for k in keys}, "pooled": {k: pooled[k] for k in keys}}
 
 
 def _fold(store: FeatureStore, fold, model: str, cfg: MmferConfig, classes: list[str], out: Path, progress: bool,
@@ -220,7 +247,7 @@ def table(summaries: list[dict]) -> str:
             lines.append(f"{s['model']:<{w}} " + " ".join(f"{c:>19}" for c in cells))
     with_seeds = [s for s in summaries if s.get("seeds")]
     if with_seeds:
-        lines += ["", "over seeds (each seed's mean over folds)",
+        lines += ["", "over seeds (each seed's mean over folds; ensemble: each fold's seeds averaged, mean over folds)",
                   f"{'model':<{w}} {'seeds':>9} " + " ".join(f"{h:>13}" for h in ("WA", "UA", "macro-F1",
                                                                                   "weighted-F1"))]
         for s in with_seeds:
@@ -228,4 +255,8 @@ def table(summaries: list[dict]) -> str:
             cells = [f"{100 * sd[k]['mean']:5.1f} ± {100 * sd[k]['std']:4.1f}" for k in keys]
             lines.append(f"{s['model']:<{w}} {','.join(map(str, sd['seeds'])):>9} " + " ".join(f"{c:>13}"
                                                                                               for c in cells))
+            if sd.get("ensemble"):  # the seeds of each fold averaged into one model (what predict uses)
+                ens = [f"{100 * sd['ensemble'][k]['mean']:5.1f} ± {100 * sd['ensemble'][k]['std']:4.1f}"
+                       for k in keys]
+                lines.append(f"{'':<{w}} {'ensemble':>9} " + " ".join(f"{c:>13}" for c in ens))
     return "\n".join(lines)
