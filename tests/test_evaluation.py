@@ -165,7 +165,7 @@ def test_folds_file_round_trip_and_seeds(store, tmp_path):
 def test_a_seed_ensemble_averages_each_folds_seeds_probabilities(tmp_path):
     """Per fold, the seeds' mean probabilities decide: two seeds each wrong on a different utterance, but
     less sure there than right elsewhere, make an ensemble right on both (UA 1 where each seed has 0.75)."""
-    from mmfer.training.cv import seed_ensemble
+    from mmfer.training.cv import pooled_predictions, seed_ensemble
 
     probs = {0: [[0.9, 0.1], [0.4, 0.6], [0.1, 0.9], [0.2, 0.8]],  # seed 0 wrong on u1
              1: [[0.45, 0.55], [0.9, 0.1], [0.1, 0.9], [0.2, 0.8]]}  # seed 1 wrong on u0
@@ -175,7 +175,7 @@ def test_a_seed_ensemble_averages_each_folds_seeds_probabilities(tmp_path):
                               "pred": ["ab"[int(np.argmax(r))] for r in p], "probs": p})
         runs.write_fold(tmp_path, 0, frame, {"fold": "f1"}, seed)
         folds.append(type("Fold", (), {"index": 0, "seed": seed})())
-    ens = seed_ensemble(tmp_path, folds, ["a", "b"])
+    ens = seed_ensemble(pooled_predictions(tmp_path, folds), ["a", "b"])
     assert ens["ua"]["mean"] == 1.0 and ens["pooled"]["wa"] == 1.0 and ens["ua"]["std"] == 0.0
 
 

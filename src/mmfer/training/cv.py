@@ -58,9 +58,10 @@ def run_cv(store_path: str | Path, model: str, cfg: MmferConfig, out: str | Path
     else:
         fold_metrics = [_fold(store, fold, model, c, classes, out, progress, echo, group) for fold, c in units]
     summary = summarize(model, classes, fold_metrics, protocol)
-    summary["intervals"] = pooled_intervals(out, [f for f, _ in units], classes, store, cfg)
+    tested = pooled_predictions(out, [f for f, _ in units])
+    summary["intervals"] = pooled_intervals(tested, classes, store, cfg)
     if "seeds" in summary and len(summary["seeds"]["seeds"]) > 1:
-        summary["seeds"]["ensemble"] = seed_ensemble(out, [f for f, _ in units], classes)
+        summary["seeds"]["ensemble"] = seed_ensemble(tested, classes)
     if group is None or group.leader:
         runs.write_summary(out, summary)
     return summary
@@ -91,35 +92,37 @@ def _write_folds(out: Path, folds: list, protocol: str) -> None:
     write_folds(path, folds, protocol)
 
 
-def pooled_intervals(out: Path, folds: list, classes: list[str], store: FeatureStore, cfg: MmferConfig) -> dict:
-    """Bootstrap intervals of the metrics of every fold's test predictions pooled (each seed a prediction
-    vector of its own), resampling test speakers, then their utterances."""
+def pooled_predictions(out: Path, folds: list):
+    """Every fold's (and seed's) test predictions in one table, with ``seed`` and ``fold_index`` columns."""
     import pandas as pd
 
+    return pd.concat([runs.fold_predictions(out, f.index, f.seed).assign(seed=f.seed, fold_index=f.index)
+                      for f in folds], ignore_index=True)
+
+
+def pooled_intervals(p, classes: list[str], store: FeatureStore, cfg: MmferConfig) -> dict:
+    """Bootstrap intervals of the metrics of the test predictions ``p`` (pooled_predictions) pooled (each seed
+    a prediction vector of its own), resampling test speakers, then their utterances."""
     from mmfer.uncertainty import by_seed, intervals
 
-    frames = [runs.fold_predictions(out, f.index, f.seed).assign(seed=f.seed) for f in folds]
-    p = pd.concat(frames, ignore_index=True)
     speaker = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"].astype(str)))
     y, preds, ids = by_seed(p, classes)
     return intervals(y, preds, [speaker.get(u, "?") for u in ids], len(classes), cfg.train.bootstrap,
                      seed=cfg.train.seed)
 
 
-def seed_ensemble(out: Path, folds: list, classes: list[str]) -> dict:
-    """Each fold's seeds as one model (their mean probabilities per test utterance: what `predict` of the
-    run does), scored per fold: mean ± std over folds, as the main table, and the pooled scores. The
-    seeds' own mean says what one seed can be expected to give; this says what the run gives."""
+def seed_ensemble(p, classes: list[str]) -> dict:
+    """Each fold's seeds as one model (their mean probabilities per test utterance of ``p``, pooled_predictions:
+    what `predict` of the run does), scored per fold: mean ± std over folds, as the main table, and the
+    pooled scores. The seeds' own mean says what one seed can be expected to give; this says what the run
+    gives."""
     import numpy as np
-    import pandas as pd
 
     from mmfer.training.metrics import scores
 
     index = {c: i for i, c in enumerate(classes)}
-    p = pd.concat([runs.fold_predictions(out, f.index, f.seed).assign(_fold=f.index) for f in folds],
-                  ignore_index=True)
     per_fold, ys, preds = [], [], []
-    for _, part in p.groupby("_fold", sort=True):
+    for _, part in p.groupby("fold_index", sort=True):
         utts = list(part.groupby("utt_id", sort=False))
         probs = np.stack([np.mean(np.stack(u["probs"].to_numpy()), axis=0) for _, u in utts])
         y = np.array([index[u["true"].iloc[0]] for _, u in utts])
