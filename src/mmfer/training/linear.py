@@ -33,7 +33,7 @@ from mmfer.training.closed_form import fit_expert
 from mmfer.training.fold_data import balanced_loss, fold_data
 from mmfer.training.fold_output import FoldResult, finish_fold
 from mmfer.training.folds import Fold
-from mmfer.training.single import linear_fallback
+from mmfer.training.single import linear_fallback, recorded
 
 
 def train_linear_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig, classes: list[str],
@@ -69,6 +69,5 @@ def train_linear_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: Mmf
         extra["single_utterance"] = single
     return finish_fold(store, fold, model.eval(), cfg, classes, run_dir, data, test, started,
                        {"best_epoch": 0, "objective": cfg.train.objective, "val_score": fit.val_score, "C": fit.C,
-                        "search": fit.search, **({"single_utterance": {k: v for k, v in single.items()
-                                                                         if k != "experts"}} if single else {})},
+                        "search": fit.search, **recorded(single)},
                        extra or None)

@@ -66,6 +66,12 @@ def single_utterance_fallback(model, data: FoldData, store: FeatureStore, cfg: M
                         for k in weights}}
 
 
+def recorded(single: dict | None) -> dict:
+    """What metrics.json keeps of a fold's fallback: the choice and both validation scores (the
+    coefficients go to the checkpoint only)."""
+    return {"single_utterance": {k: v for k, v in single.items() if k != "experts"}} if single else {}
+
+
 def linear_fallback(fit: ExpertFit, kind: str, data: FoldData, store: FeatureStore, cfg: MmferConfig,
                     classes: list[str]) -> dict | None:
     """The same for a linear baseline (``audio-svm``, ``audio-whisper-linear``) trained on per-speaker

@@ -35,7 +35,7 @@ from mmfer.training.fold_data import FoldData, balanced_loss, fold_data
 from mmfer.training.fold_output import FoldResult, finish_fold
 from mmfer.training.folds import Fold
 from mmfer.training.metrics import scores
-from mmfer.training.single import single_utterance_fallback
+from mmfer.training.single import recorded, single_utterance_fallback
 from mmfer.training.soup import epoch_rank, greedy_soup, keep
 
 
@@ -142,8 +142,7 @@ def train_neural_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: Mmf
     return finish_fold(store, fold, model, cfg, classes, run_dir, data, test, started,
                        {"best_epoch": best["epoch"], "soup_epochs": souped, "objective": tc.objective,
                         "val_score": best["score"], "soup_val_score": soup_score,
-                        **({"single_utterance": {k: v for k, v in single.items() if k != "experts"}}
-                           if single else {}),
+                        **recorded(single),
                         "history": history, **prefit}, extra or None)
 
 
