@@ -7,6 +7,9 @@ One thread, ``--n`` utterances of a corpus (RAVDESS from ../shared/data by defau
 * ``process_signal``: mmfer's call today (``opensmile.Smile.process_signal``), ms per utterance;
 * the C library driven directly (``opensmile.core.lib.OpenSMILE``): initialise (build the component graph),
   run, free, each timed; and ``reset`` instead of a new initialise;
+* forked (what mmfer uses, ``mmfer.features.smile_fork``): the graph built once in a small server process and
+  ``fork``ed per utterance, against ``process_signal`` in alternating rounds on the same signals (timings on
+  these machines move by 10-20 % from run to run), and whether every value is the same;
 * batched: ``--batch`` utterances joined with ``--gaps`` s of silence into one run (each utterance starting
   anywhere, or on openSMILE's 10 ms frame grid), one functionals vector per utterance from a ``frameMode =
   list`` frame list: ms per utterance, and how its vectors agree with ``process_signal``'s and with one run
@@ -113,6 +116,38 @@ def batched(sm, signals: list[np.ndarray], gap: float, work: Path, align: bool =
     return np.nan_to_num(np.stack([np.asarray(r, np.float32).reshape(-1) for r in rows]))
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what platform says: timings differ between these machines."""
+    import platform
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def forked(signals: list[np.ndarray], rounds: int = 3) -> dict:
+    """mmfer's forked openSMILE against ``process_signal``: ms per utterance in alternating rounds (the median
+    round of each), and whether the two give the same bits."""
+    from mmfer.features.acoustic import FunctionalsExtractor
+
+    ext = FunctionalsExtractor("compare")
+    own = lambda x: np.nan_to_num(ext.smile.process_signal(x, SAMPLE_RATE).to_numpy(np.float32))  # noqa: E731
+    ext.extract(signals[0])  # starts the server
+    times: dict[str, list[float]] = {"process_signal": [], "forked": []}
+    for _ in range(rounds):
+        for name, fn in (("process_signal", own), ("forked", ext.extract)):
+            t = time.perf_counter()
+            for x in signals:
+                fn(x)
+            times[name].append((time.perf_counter() - t) / len(signals) * 1000)
+    same = all(np.array_equal(ext.extract(x), own(x)) for x in signals)
+    ms = {k: round(float(np.median(v)), 1) for k, v in times.items()}
+    return {"rounds": rounds, "ms": ms, "saved": round(1 - ms["forked"] / ms["process_signal"], 3),
+            "identical_values": same}
+
+
 def agreement(a: np.ndarray, b: np.ndarray) -> dict:
     varied = (a.std(0) > 0) & (b.std(0) > 0)
     za = (a[:, varied] - a[:, varied].mean(0)) / a[:, varied].std(0)
@@ -153,9 +188,9 @@ def main() -> None:
     mean_s = seconds / len(signals)
     result = {
         "corpus": "../shared/data/ravdess/manifest.csv" if corpus == RAVDESS / "manifest.csv" else str(corpus),
-        "utterances": len(signals), "mean_seconds": round(mean_s, 2), "threads": 1,
+        "machine": cpu_name(), "utterances": len(signals), "mean_seconds": round(mean_s, 2), "threads": 1,
         "process_signal_ms": round(per_call, 1), "process_signal_x_real_time": round(mean_s * 1000 / per_call, 1),
-        "direct_ms": parts, "batched": []}
+        "direct_ms": parts, "forked": forked(signals), "batched": []}
     for gap in args.gaps:
         for align in (False, True):
             t = time.perf_counter()
@@ -169,12 +204,15 @@ def main() -> None:
                 "vs_process_signal": agreement(single, joined),
                 "vs_one_utterance_per_run_with_the_same_silence": agreement(alone, joined)})
     result["reading"] = (
-        "initialize and reset cost the same (the component graph is rebuilt either way), so a call's fixed cost "
-        "cannot be kept between utterances. One run over several utterances saves it, but the joined utterances' "
-        "functionals differ from one run per utterance: mostly because the 10 ms frame grid no longer starts "
-        "where each utterance does (aligning it brings the median correlation to 1.0), and after that because "
-        "some state carries across even 2 s of silence (about 200 features below 0.9), while longer silence eats "
-        "the saving. Not adopted.")
+        "initialize and reset cost the same (the component graph is rebuilt either way, most of it naming the "
+        "6,373 features), so a call's fixed cost cannot be kept between utterances inside one process. One run "
+        "over several utterances saves it, but the joined utterances' functionals differ from one run per "
+        "utterance: mostly because the 10 ms frame grid no longer starts where each utterance does (aligning it "
+        "brings the median correlation to 1.0), and after that because some state carries across even 2 s of "
+        "silence (about 200 features below 0.9), while longer silence eats the saving. Not adopted. What is "
+        "adopted: a small process that builds the graph once and forks a fresh copy of itself per utterance "
+        "(``forked``): the same values to the bit, without the rebuild and without process_signal's pandas "
+        "wrapping.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

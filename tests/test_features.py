@@ -96,7 +96,19 @@ def test_finished_prepare_is_a_noop(prepared):
     assert len(before) == 16 and features() == before  # nothing re-extracted or rewritten
 
 
-def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, monkeypatch):
+@pytest.fixture()
+def one_thread():
+    """torch on one thread, as in each of the fixture's two worker processes: a float sum split over another
+    number of threads may differ in its last bit, and the test compares stores byte by byte."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, monkeypatch, one_thread):
     root, clean = prepared
     store = tmp_path / "store"
     calls = {"n": 0}
@@ -258,3 +270,58 @@ def test_worker_processes_share_the_cores():
         assert pool.submit(_threads).result() == max(1, (os.cpu_count() or 1) // 2)
     with ProcessPoolExecutor(1, initializer=init_worker, initargs=(1,)) as pool:
         assert pool.submit(_threads).result() == (os.cpu_count() or 1)
+
+
+def _voice(seconds: float, seed: int) -> np.ndarray:
+    """A gliding, amplitude-modulated harmonic tone in noise with a silent start: pitch, voicing and
+    spectral features all vary."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    f0 = 110 + 80 * t / seconds + 10 * np.sin(2 * np.pi * 3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    x = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.4 * np.sin(2 * np.pi * 2 * t))
+    x = 0.2 * x + 0.01 * rng.standard_normal(len(t))
+    x[: int(0.2 * 16000)] = 0.001 * rng.standard_normal(int(0.2 * 16000))
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("cls, name", [("functionals", "compare"), ("lld", "compare"), ("functionals", "egemaps")])
+def test_forked_opensmile_equals_a_fresh_opensmile_call(cls: str, name: str):
+    """The openSMILE server (one graph, forked per signal) gives openSMILE's own values to the bit."""
+    from mmfer.features.acoustic import FunctionalsExtractor
+
+    ext = (FunctionalsExtractor if cls == "functionals" else AcousticExtractor)(name)
+    for i, seconds in enumerate((0.4, 1.3, 2.7)):
+        x = _voice(seconds, i)
+        own = np.nan_to_num(ext.smile.process_signal(x, 16000).to_numpy(dtype=np.float32), nan=0.0, posinf=0.0,
+                            neginf=0.0)
+        got = ext.extract(x)
+        assert got.shape == own.shape and got.dtype == np.float32
+        assert np.array_equal(got, own)
+    proc = ext.forked._proc
+    assert proc is not None and proc.poll() is None  # the values came from the server, not the fallback
+
+
+def test_forked_opensmile_restarts_or_falls_back(monkeypatch):
+    from mmfer.features import smile_fork
+    from mmfer.features.acoustic import FunctionalsExtractor
+
+    x = _voice(1.0, 7)
+    ext = FunctionalsExtractor("compare")
+    first = ext.extract(x)
+    old = ext.forked._proc
+    old.kill()
+    old.wait()
+    assert np.array_equal(ext.extract(x), first)  # a server that died is replaced
+    assert ext.forked._proc is not old and ext.forked._proc.poll() is None
+    proc = ext.forked._proc
+    del ext  # the server ends with its extractor
+    import gc
+
+    gc.collect()
+    assert proc.wait(timeout=10) == 0
+
+    monkeypatch.setattr(smile_fork, "SERVER", Path("/nonexistent/smile_server.py"))
+    broken = FunctionalsExtractor("compare")
+    assert broken.forked.process(x) is None and broken.forked._failed
+    assert np.array_equal(broken.extract(x), first)  # no server: openSMILE's own call, same values

@@ -11,6 +11,7 @@ import numpy as np
 from mmfer.errors import MmferError
 from mmfer.features.audio import SAMPLE_RATE, load_audio
 from mmfer.features.base import register_extractor
+from mmfer.features.smile_fork import ForkedSmile
 
 # config name -> (openSMILE feature set, LLDs per frame, functionals per utterance)
 FEATURE_SETS = {"compare": ("ComParE_2016", 65, 6373), "egemaps": ("eGeMAPSv02", 25, 88)}
@@ -47,6 +48,11 @@ class _OpenSmile:
         return opensmile.Smile(getattr(opensmile.FeatureSet, self.feature_set),
                                getattr(opensmile.FeatureLevel, self.level))
 
+    @cached_property
+    def forked(self) -> ForkedSmile:
+        """openSMILE's graph built once and forked per signal (``smile_fork``: the same values, faster)."""
+        return ForkedSmile(self.smile, SAMPLE_RATE)
+
     def settings(self) -> dict:
         import opensmile
 
@@ -56,7 +62,9 @@ class _OpenSmile:
 
     def extract(self, x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
         """[rows, dim] float32; non-finite values (openSMILE's on silence) become 0."""
-        rows = self.smile.process_signal(x, sr).to_numpy(dtype=np.float32)
+        rows = self.forked.process(x) if sr == SAMPLE_RATE else None
+        if rows is None or len(rows) == 0:  # no server here, or nothing came out: openSMILE's own call says why
+            rows = self.smile.process_signal(x, sr).to_numpy(dtype=np.float32)
         return np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0)
 
     def __call__(self, audio_path: str | Path, start: float | None = None, end: float | None = None) -> np.ndarray:
