@@ -325,3 +325,38 @@ def test_forked_opensmile_restarts_or_falls_back(monkeypatch):
     broken = FunctionalsExtractor("compare")
     assert broken.forked.process(x) is None and broken.forked._failed
     assert np.array_equal(broken.extract(x), first)  # no server: openSMILE's own call, same values
+
+
+def test_a_forked_process_gets_its_own_opensmile_server():
+    """A worker forked after its parent used openSMILE (a pool after a prediction), even while another thread
+    of the parent was in a call, uses a server of its own: the parent's is busy with the parent's calls, and
+    both writing into one pipe would mix their answers."""
+    import os
+    import select
+
+    from mmfer.features.acoustic import FunctionalsExtractor
+
+    ext = FunctionalsExtractor("compare")
+    a, b = _voice(1.1, 3), _voice(0.9, 4)
+    want_a, want_b = ext.extract(a), ext.extract(b)
+    parent_server = ext.forked._proc.pid
+    r, w = os.pipe()
+    with ext.forked._lock:  # as if another thread of the parent were in a call at the fork
+        pid = os.fork()
+        if pid == 0:  # the child: its own server, the right values
+            ok = False
+            try:
+                ok = all(np.array_equal(ext.extract(b), want_b) for _ in range(3)) and \
+                    ext.forked._proc.pid != parent_server
+            finally:
+                os.write(w, b"1" if ok else b"0")
+                os._exit(0)
+    os.close(w)
+    same = [np.array_equal(ext.extract(a), want_a) for _ in range(3)]  # meanwhile, the parent's own calls
+    ready, _, _ = select.select([r], [], [], 60)
+    child_ok = os.read(r, 1) if ready else b"hung"
+    os.close(r)
+    if not ready:
+        os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    assert child_ok == b"1" and all(same) and ext.forked._proc.pid == parent_server

@@ -64,8 +64,15 @@ class ForkedSmile:
         self.args = [str(lib.smileapi_path), str(smile.config_path), json.dumps(smile_options(smile, sample_rate))]
         self.sample_rate = sample_rate
         self._proc: subprocess.Popen | None = None
+        self._pid = os.getpid()  # the process whose server ``_proc`` is
         self._failed = not available()
         self._lock = threading.Lock()
+
+    def _forked_since(self) -> None:
+        """In a process forked from the one that started the server (a worker pool after the parent predicted):
+        the server and the lock are the parent's; this process starts a server of its own."""
+        if self._pid != os.getpid():
+            self._pid, self._proc, self._lock = os.getpid(), None, threading.Lock()
 
     def _start(self) -> subprocess.Popen | None:
         from opensmile.core.config import config
@@ -94,6 +101,7 @@ class ForkedSmile:
         return np.frombuffer(body, np.float32).reshape(rows, cols)
 
     def process(self, x: np.ndarray) -> np.ndarray | None:
+        self._forked_since()
         with self._lock:
             if self._failed:
                 return None
