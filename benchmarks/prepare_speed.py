@@ -67,8 +67,11 @@ def main() -> None:
         for name in ("forked", "per_call") if r % 2 == 0 else ("per_call", "forked"):
             runs[name].append(round(timed(args.corpus, work / name, streams, name == "forked"), 1))
             print(name, runs[name][-1], "s", flush=True)
-    a, b = (FeatureStore(work / n).features["functionals"].path / "data.npy" for n in ("forked", "per_call"))
-    same = np.array_equal(np.load(a), np.load(b)) if "functionals" in streams else None
+    same = None
+    if "functionals" in streams:
+        a, b = (FeatureStore(work / n).features["functionals"].path / "data.npy" for n in ("forked", "per_call"))
+        same = np.array_equal(np.load(a), np.load(b))
+    shutil.rmtree(work, ignore_errors=True)
     result = {"machine": cpu_name(), "cores": torch.get_num_threads(), "native_bfloat16": native_bfloat16(),
               "corpus": str(args.corpus), "utterances": len(table), "audio_seconds": round(seconds, 1),
               "streams": streams, "seconds": runs,
@@ -77,7 +80,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
