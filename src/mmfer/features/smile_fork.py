@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmfer.features.smile_server import HEAD
+from mmfer.features.smile_server import HEAD, read_exact, write_all
 
 SERVER = Path(__file__).with_name("smile_server.py")
 
@@ -55,14 +55,14 @@ def pcm16(x: np.ndarray) -> bytes:
 
 class ForkedSmile:
     """One openSMILE server per instance (started on first use, ended with the instance or the process);
-    ``process(x)`` -> [rows, features] float32 with NaN where openSMILE gives none, or None when the server
-    is not available (the caller then uses ``process_signal``). Thread-safe: calls are serialised."""
+    ``process(x)`` -> [rows, features] float32 as openSMILE wrote them (NaN included), or None when the
+    server is not available or the signal failed there (the caller then uses ``process_signal``, which
+    gives the same values or openSMILE's own error). Thread-safe: calls are serialised."""
 
     def __init__(self, smile, sample_rate: int):
         from opensmile.core import lib
 
         self.args = [str(lib.smileapi_path), str(smile.config_path), json.dumps(smile_options(smile, sample_rate))]
-        self.sample_rate = sample_rate
         self._proc: subprocess.Popen | None = None
         self._pid = os.getpid()  # the process whose server ``_proc`` is
         self._failed = not available()
@@ -70,7 +70,9 @@ class ForkedSmile:
 
     def _forked_since(self) -> None:
         """In a process forked from the one that started the server (a worker pool after the parent predicted):
-        the server and the lock are the parent's; this process starts a server of its own."""
+        the server and the lock are the parent's; this process starts a server of its own. The pipes are
+        unbuffered, so dropping the parent's only closes this process's copies of them: nothing half-written
+        by a thread of the parent is flushed into the parent's server from here."""
         if self._pid != os.getpid():
             self._pid, self._proc, self._lock = os.getpid(), None, threading.Lock()
 
@@ -80,7 +82,8 @@ class ForkedSmile:
         cmd = [sys.executable, "-I", "-S", str(SERVER), *self.args, config.EXTERNAL_SOURCE_COMPONENT,
                config.EXTERNAL_OUTPUT_COMPONENT]
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    bufsize=0)
         except OSError:
             return None
         if self._answer(proc) is None:
@@ -91,11 +94,11 @@ class ForkedSmile:
 
     @staticmethod
     def _answer(proc: subprocess.Popen) -> np.ndarray | None:
-        head = proc.stdout.read(HEAD.size)
+        head = read_exact(proc.stdout, HEAD.size)
         if len(head) < HEAD.size:
             return None
         status, rows, cols = HEAD.unpack(head)
-        body = proc.stdout.read(rows * cols * 4 if status == 0 else rows)
+        body = read_exact(proc.stdout, rows * cols * 4 if status == 0 else rows)
         if status != 0:
             return None
         return np.frombuffer(body, np.float32).reshape(rows, cols)
@@ -112,8 +115,7 @@ class ForkedSmile:
                     return None
             pcm = pcm16(x)
             try:
-                self._proc.stdin.write(struct.pack("<Q", len(pcm)) + pcm)
-                self._proc.stdin.flush()
+                write_all(self._proc.stdin, struct.pack("<Q", len(pcm)) + pcm)
                 return self._answer(self._proc)
             except (BrokenPipeError, OSError, ValueError):
                 _stop(self._proc)

@@ -58,7 +58,8 @@ def failure(message: str) -> bytes:
     return HEAD.pack(1, len(raw), 0) + raw
 
 
-def _read_exact(fh, n: int) -> bytes:
+def read_exact(fh, n: int) -> bytes:
+    """``n`` bytes from ``fh``, fewer only at its end."""
     parts, got = [], 0
     while got < n:
         chunk = fh.read(n - got)
@@ -69,10 +70,11 @@ def _read_exact(fh, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fh, data: bytes) -> None:
+    """All of ``data`` into an unbuffered file (whose ``write`` may take part of it)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[fh.write(view):]
 
 
 def _drain(fd: int) -> bytes:
@@ -127,20 +129,23 @@ def serve(lib_path: str, config_file: str, options: dict, source: str, sink: str
     stdout.flush()
     source_b, sink_b = source.encode("ascii"), sink.encode("ascii")
     while True:
-        head = _read_exact(stdin, 8)
+        head = read_exact(stdin, 8)
         if len(head) < 8:
             return
-        pcm = _read_exact(stdin, struct.unpack("<Q", head)[0])
+        pcm = read_exact(stdin, struct.unpack("<Q", head)[0])
         r, w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: a fresh copy of the initialised graph, used once
-            os.close(r)
+        if pid == 0:  # the child: a fresh copy of the initialised graph, used once, never back in this loop
             try:
-                answer = _run(lib, smile, source_b, sink_b, pcm)
-            except BaseException as err:  # noqa: BLE001 - any failure becomes an answer
-                answer = failure(str(err) or type(err).__name__)
-            _write_all(w, answer)
-            os._exit(0)
+                os.close(r)
+                try:
+                    answer = _run(lib, smile, source_b, sink_b, pcm)
+                except BaseException as err:  # noqa: BLE001 - any failure becomes an answer
+                    answer = failure(str(err) or type(err).__name__)
+                with os.fdopen(w, "wb", buffering=0) as fh:
+                    write_all(fh, answer)
+            finally:
+                os._exit(0)
         os.close(w)
         answer = _drain(r)
         os.close(r)
