@@ -37,7 +37,7 @@ from opensmile_calls import cpu_name  # noqa: E402  (benchmarks/opensmile_calls.
 def timed(corpus: Path, store: Path, streams: list[str], forked: bool) -> float:
     """One fresh `prepare` (its pool's workers are forked from here, so they inherit the switch)."""
     real = smile_fork.available
-    smile_fork.available = (lambda: real()) if forked else (lambda: False)
+    smile_fork.available = real if forked else (lambda: False)
     try:
         shutil.rmtree(store, ignore_errors=True)
         t = time.perf_counter()
