@@ -79,6 +79,19 @@ def test_serve_and_analysis_do_not_import_training():
     assert out.strip() == "False"
 
 
+def test_cli_help_does_not_import_torch():
+    """`mmfer --help` and `mmfer cv --help` (the model registry's list) print without torch's 2 s import."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nimport mmfer.cli\n"
+            "r = CliRunner().invoke(mmfer.cli.app, ['cv', '--help'])\n"
+            "assert r.exit_code == 0 and 'mmmf' in r.output, r.output\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    from mmfer.models import EmotionModel, build_model  # the lazy names still resolve
+
+    assert callable(build_model) and EmotionModel.__name__ == "EmotionModel"
+
+
 def _stage_order() -> dict[str, int]:
     """The stage order docs/architecture.md states: each line of its 'stage order' block is one stage, the
     names on it the top-level modules or folders of src/mmfer in that stage."""
