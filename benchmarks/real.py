@@ -22,10 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # benchmarks/opensmile_calls.py's cpu_name
 
 # (corpus, row name, model, config overrides, note)
 RUNS = [
@@ -35,9 +37,17 @@ RUNS = [
     ("ravdess", "audio", "audio", {}, "default: Whisper frames (BLSTM + attention) + both experts' scores"),
     ("ravdess-2emo", "audio-svm, training statistics", "audio-svm", {"features": {"normalise": "corpus"}},
      "baseline: functionals + linear model, training-part statistics"),
+    ("ravdess-2emo", "audio-whisper-linear, training statistics", "audio-whisper-linear",
+     {"features": {"normalise": "corpus"}}, "baseline: Whisper vector + linear model, training-part statistics"),
     ("ravdess-2emo", "audio-svm, speaker statistics", "audio-svm", {"features": {"normalise": "speaker"}},
      "ablation: per-speaker statistics always (the earlier default)"),
-    ("ravdess-2emo", "audio", "audio", {}, "default (normalisation chosen per fold on validation)"),
+    ("ravdess-2emo", "audio", "audio", {}, "default (training labels, then validation, choose the normalisation)"),
+    ("ravdess-2emo", "audio, validation always votes", "audio", {"features": {"label_mix_max": 1.0}},
+     "ablation: per-speaker or training statistics by validation alone (features.label_mix_max 1)"),
+    ("ravdess-2emo", "audio, any validation gain", "audio", {"train": {"experts_margin": 0.0}},
+     "ablation: the network replaces the experts on any validation gain (train.experts_margin 0)"),
+    ("ravdess-2emo", "audio, both", "audio", {"features": {"label_mix_max": 1.0}, "train": {"experts_margin": 0.0}},
+     "ablation: both of the above (the earlier default)"),
     # ablations on the full RAVDESS store, run with --only ravdess-options (each about 15 minutes on 2 cores)
     ("ravdess-options", "audio, ComParE LLD frames", "audio", {"features": {"acoustic": "compare"}},
      "ablation: the seed's frames (openSMILE LLDs) instead of Whisper's"),
@@ -121,10 +131,20 @@ def run(data: Path, work: Path, only: str | None) -> list[dict]:
                      "protocol": s["protocol"], "folds": len(s["folds"]), "classes": s["classes"],
                      **{k: s[k] for k in ("wa", "ua", "f1", "wf1", "seconds_per_fold")},
                      "intervals": s.get("intervals"), "headline": CORPORA[corpus]["headline"],
+                     "machine": machine(), "date": time.strftime("%Y-%m-%d"),
                      "wall_seconds": round(time.perf_counter() - t, 1)})
         print(f"{corpus:8} {name:36} UA {s['ua']['mean']:.3f}  wF1 {s['wf1']['mean']:.3f}  "
               f"{s['seconds_per_fold']['mean']:.0f} s/fold", flush=True)
     return rows
+
+
+def machine() -> str:
+    """The CPU and whether it computes bfloat16 natively (the Whisper encoder's precision follows it): rows
+    kept from an earlier run may come from another machine."""
+    from mmfer.features.whisper import native_bfloat16
+    from opensmile_calls import cpu_name
+
+    return f"{cpu_name()}, {'native' if native_bfloat16() else 'no native'} bfloat16"
 
 
 def run_dir(work: Path, corpus: str, name: str) -> Path:
@@ -133,7 +153,8 @@ def run_dir(work: Path, corpus: str, name: str) -> Path:
 
 # (corpus, default model row, baseline rows): each default against the best of its baselines
 VERSUS = [("ravdess", "audio", ("audio-svm", "audio-whisper-linear")),
-          ("ravdess-2emo", "audio", ("audio-svm, training statistics", "audio-svm, speaker statistics")),
+          ("ravdess-2emo", "audio", ("audio-svm, training statistics", "audio-whisper-linear, training statistics",
+                                     "audio-svm, speaker statistics")),
           ("meld", "text", ("text-tfidf",))]
 
 

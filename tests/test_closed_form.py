@@ -73,10 +73,11 @@ def test_combine_weighs_experts_on_validation():
     assert combine([good], y, 4)[0] == [1.0]
 
 
-@pytest.mark.parametrize("one_emotion", [True, False])
-def test_auto_normalisation_follows_the_validation_speakers(tmp_path, one_emotion):
+@pytest.mark.parametrize("one_emotion,label_mix_max", [(True, 0.5), (True, 1.0), (False, 0.5)])
+def test_auto_normalisation_follows_the_validation_speakers(tmp_path, one_emotion, label_mix_max):
     """Speakers who each show one emotion: per-speaker statistics erase it, so 'auto' takes the training
-    statistics; speakers who show every emotion keep their own statistics."""
+    statistics, straight from the training labels by default (no validation vote) and by validation when the
+    label check is off; speakers who show every emotion keep their own statistics."""
     from mmfer.config import load_config
     from mmfer.features.store import FeatureStore
     from mmfer.training.fold_data import fold_data
@@ -84,12 +85,25 @@ def test_auto_normalisation_follows_the_validation_speakers(tmp_path, one_emotio
     from synthetic_store import make_store
 
     store = FeatureStore(make_store(tmp_path / "s", sessions=4, per_speaker=24, one_emotion=one_emotion))
-    cfg = load_config(None, {"features": {"normalise": "auto"}})
+    cfg = load_config(None, {"features": {"normalise": "auto", "label_mix_max": label_mix_max}})
     fold = make_folds(store.corpus.table, 2, 4, "loso-session")[0]
     data = fold_data(store, fold, "audio-svm", cfg, ["ang", "hap", "neu", "sad"])
-    assert set(data.views) == {"speaker", "corpus"}
+    voted = not one_emotion or label_mix_max == 1.0
+    assert set(data.views) == ({"speaker", "corpus", "label_mix"} if voted else {"corpus", "label_mix"})
+    assert (data.views["label_mix"] > 0.5) == one_emotion, data.views
     assert data.normalise == ("corpus" if one_emotion else "speaker"), data.views
     assert set(data.experts) == {"functionals"}
+
+
+def test_label_mix_distance():
+    from mmfer.training.fold_data import label_mix_distance
+
+    same = label_mix_distance(["a"] * 4 + ["b"] * 4, np.array([0, 1, 2, 3] * 2), 4)
+    assert same == 0.0
+    one_each = label_mix_distance(["a", "a", "b", "b", "c", "c", "d", "d"], np.array([0, 0, 1, 1, 2, 2, 3, 3]), 4)
+    assert one_each == pytest.approx(0.75)  # each speaker's one class holds a quarter of the whole part
+    half = label_mix_distance(["a"] * 4 + ["b"] * 4, np.array([0, 0, 1, 1, 2, 2, 3, 3]), 4)
+    assert half == pytest.approx(0.5) and label_mix_distance([], np.array([], int), 4) == 0.0
 
 
 @pytest.mark.parametrize("normalise", ["speaker", "corpus"])

@@ -214,3 +214,26 @@ def test_fusion_options_train(store, tmp_path):
     m = json.loads((out / "fold-1" / "metrics.json").read_text())
     assert m["history"][0]["epoch"] == 0 and len(m["history"]) == 4
     assert len(torch.load(out / "fold-1" / "model.pt", weights_only=True)["state_dict"]["expert_scale"]) == 3
+
+
+def test_network_pays_only_beyond_one_standard_error():
+    from mmfer.training.trainer import network_pays
+
+    assert not network_pays(0.84, 0.78, 28, 1.0)  # two utterances in 28: noise (se 0.069)
+    assert network_pays(0.95, 0.78, 28, 1.0) and network_pays(0.84, 0.78, 400, 1.0)  # se 0.018
+    assert network_pays(0.78, 0.80, 28, 0.0)  # margin 0: validation's own choice stands
+
+
+def test_experts_stay_unless_the_network_beats_them_clearly(store, tmp_path):
+    """A margin no network can clear keeps the closed-form experts alone ('epoch 0') in every fold, with
+    their validation score; margin 0 lets validation's best epoch stand."""
+    cfg = load_config(None, {**FAST, "train": {**FAST["train"], "max_epochs": 4, "experts_margin": 100.0}})
+    cv_mod.run_cv(store, "audio", cfg, tmp_path / "kept", progress=False, echo=lambda m: None)
+    for m in (json.loads(p.read_text()) for p in sorted((tmp_path / "kept").glob("fold-*/metrics.json"))):
+        assert m["best_epoch"] == 0 and m["soup_epochs"] == [0] and len(m["history"]) > 1
+        assert m["val_score"] == m["history"][0]["val_ua"]
+    cfg = load_config(None, {**FAST, "train": {**FAST["train"], "max_epochs": 4, "experts_margin": 0.0}})
+    cv_mod.run_cv(store, "audio", cfg, tmp_path / "free", progress=False, echo=lambda m: None)
+    free = [json.loads(p.read_text()) for p in sorted((tmp_path / "free").glob("fold-*/metrics.json"))]
+    assert any(m["best_epoch"] > 0 for m in free)  # the network wins somewhere on this separable set
+    assert all(m["val_score"] == max(h["val_ua"] for h in m["history"]) for m in free)

@@ -55,6 +55,11 @@ class FeatureConfig(_Strict):
                             "fold, the one of speaker/corpus whose closed-form experts score higher on the "
                             "validation speakers (per-speaker statistics erase the emotion of a speaker who "
                             "shows only one)")
+    label_mix_max: float = Field(0.5, ge=0, le=1, description="'auto' uses the training statistics without "
+                                 "asking validation when the training speakers' emotion mix differs from the "
+                                 "training part's by more than this (utterance-weighted mean total-variation "
+                                 "distance, 0-1; 1 = always ask validation): a speaker's own statistics then "
+                                 "carry the emotions it shows")
     speaker_min_utterances: int = Field(10, ge=1, description="fewer utterances of a speaker: training "
                                                               "statistics are used instead")
     context_before: int = Field(3, ge=0, description="preceding utterances of the dialogue in the text context")
@@ -132,6 +137,10 @@ class TrainConfig(_Strict):
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
     memory_budget_gb: float = Field(2.0, gt=0, description="a fold's features are held in memory up to this "
                                     "size; above it each batch is read from the memory-mapped store")
+    experts_margin: float = Field(1.0, ge=0, description="the trained network replaces the closed-form experts "
+                                  "alone ('epoch 0') only when it scores more than this many standard errors "
+                                  "higher on validation (sqrt(s(1-s)/n) of its score s on n utterances: the "
+                                  "one-standard-error rule); 0 = any gain")
     soup: int = Field(5, ge=1, description="greedy weight averaging of the best N epochs ('model soup'): kept "
                       "only while the validation score does not fall; 1 = the best epoch alone")
     finetune_lexical: bool = Field(False, description="train the text encoder with the model (for a GPU: on CPU "
