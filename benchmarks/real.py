@@ -35,6 +35,8 @@ RUNS = [
     ("ravdess", "audio-whisper-linear", "audio-whisper-linear", {},
      "baseline: Whisper-base frame mean+std per layer + linear model"),
     ("ravdess", "audio", "audio", {}, "default: Whisper frames (BLSTM + attention) + both experts' scores"),
+    ("ravdess", "audio, any validation gain", "audio", {"train": {"experts_margin": 0.0}},
+     "ablation: the network replaces the experts on any validation gain (train.experts_margin 0)"),
     ("ravdess-2emo", "audio-svm, training statistics", "audio-svm", {"features": {"normalise": "corpus"}},
      "baseline: functionals + linear model, training-part statistics"),
     ("ravdess-2emo", "audio-whisper-linear, training statistics", "audio-whisper-linear",
