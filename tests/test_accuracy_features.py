@@ -122,7 +122,8 @@ def test_stacked_audio_model_starts_as_the_linear_baseline(store, tmp_path):
     """Epoch 0 of the audio model is its closed-form experts weighed on validation: the functionals expert
     has audio-svm's C and validation score on the same fold, the weighed pair scores at least as well, and
     training can only be chosen over it by the validation speakers."""
-    cfg = load_config(None, {**FAST, "features": {"normalise": "speaker"}})
+    cfg = load_config(None, {**FAST, "features": {"normalise": "speaker"}, "train": {
+        **FAST.get("train", {}), "weigh_experts_on": "validation"}})
     svm = cv_mod.run_cv(store, "audio-svm", cfg, tmp_path / "svm", progress=False, echo=lambda m: None)
     audio = cv_mod.run_cv(store, "audio", cfg, tmp_path / "audio", progress=False, echo=lambda m: None)
     assert svm["ua"]["mean"] > 0.5 and audio["ua"]["mean"] > 0.5  # chance is 0.25
@@ -134,6 +135,18 @@ def test_stacked_audio_model_starts_as_the_linear_baseline(store, tmp_path):
         assert m_audio["history"][0]["epoch"] == 0 and sum(m_audio["expert_weights"].values()) == pytest.approx(1)
         assert m_audio["history"][0]["val_ua"] >= max(m_svm["val_score"], m_audio["pooled_val_score"]) - 1e-9
         assert m_audio["val_score"] >= m_audio["history"][0]["val_ua"] - 1e-9
+        assert m_audio["audio_experts_weighed_on"] == m_audio["n_val"]
+
+
+def test_experts_are_weighed_on_cross_fitted_training_scores_too(store, tmp_path):
+    """By default the two audio experts are weighed on every training utterance's cross-fitted scores and
+    the validation part together, not on the few validation speakers alone."""
+    cfg = load_config(None, {**FAST, "features": {"normalise": "speaker"},
+                             "train": {**FAST.get("train", {}), "max_epochs": 1}})
+    cv_mod.run_cv(store, "audio", cfg, tmp_path / "audio", progress=False, echo=lambda m: None, only=["Ses01"])
+    m = json.loads((tmp_path / "audio" / "fold-1" / "metrics.json").read_text())
+    assert m["audio_experts_weighed_on"] == m["n_train"] + m["n_val"] > 2 * m["n_val"]
+    assert sum(m["expert_weights"].values()) == pytest.approx(1)
 
 
 def test_linear_checkpoint_reproduces_its_predictions(store, tmp_path):

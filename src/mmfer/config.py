@@ -137,6 +137,11 @@ class TrainConfig(_Strict):
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
     memory_budget_gb: float = Field(2.0, gt=0, description="a fold's features are held in memory up to this "
                                     "size; above it each batch is read from the memory-mapped store")
+    weigh_experts_on: Literal["cross-fit", "validation"] = Field(
+        "cross-fit", description="what weighs several closed-form experts of one modality: 'cross-fit' = the "
+                                 "training part's cross-fitted scores and the validation part together (every "
+                                 "training speaker scored by models that never saw it), 'validation' = the "
+                                 "validation part alone")
     experts_margin: float = Field(1.0, ge=0, description="the trained network replaces the closed-form experts "
                                   "alone ('epoch 0') only when it scores more than this many standard errors "
                                   "higher on validation (sqrt(s(1-s)/n) of its score s on n utterances: the "

@@ -95,7 +95,7 @@ def train_neural_fold(store: FeatureStore, fold: Fold, model_name: str, cfg: Mmf
     if tc.init_from:
         init_encoders(model, tc.init_from, fold.index, fold.seed)
     balanced = balanced_loss(cfg)
-    prefit = prefit_experts(model, data, n, balanced, store, tc.objective)
+    prefit = prefit_experts(model, data, n, balanced, store, tc.objective, weigh_on=tc.weigh_experts_on)
     group = distributed.current()
     net = model
     if group is not None:  # several processes, one model: gradients averaged by DDP
