@@ -46,10 +46,11 @@ class FoldData:
     dims: dict[str, int]
     normalise: str = "speaker"  # the view used ('auto' resolved)
     experts: dict[str, ExpertFit] = field(default_factory=dict)  # fitted already (while choosing the view)
-    views: dict[str, float] = field(default_factory=dict)  # 'auto': each view's validation score
+    views: dict[str, float] = field(default_factory=dict)  # 'auto': each asked view's validation score
     # 'auto' chose 'speaker': the training-statistics view's experts, kept for one-utterance prediction
     # (training.single)
     corpus_experts: dict[str, ExpertFit] = field(default_factory=dict)
+    label_mix: float | None = None  # 'auto': the training speakers' label-mix distance (label_mix_distance)
 
     def speakers(self, store: FeatureStore, part: str = "train") -> np.ndarray:
         speaker_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"]))
@@ -74,9 +75,9 @@ def fold_data(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig
     check_classes(fold, [[label_of[u] for u in part] for part in ids], classes)
     index = {c: i for i, c in enumerate(classes)}
     ys = [np.array([index[label_of[u]] for u in part], np.int64) for part in ids[:2]]
-    mode, experts, views, corpus_experts = fc.normalise, {}, {}, {}
+    mode, experts, views, corpus_experts, mix = fc.normalise, {}, {}, {}, None
     if mode == "auto":
-        mode, experts, views, corpus_experts = choose_view(store, ids, ys, kinds, classes, cfg)
+        mode, experts, views, corpus_experts, mix = choose_view(store, ids, ys, kinds, classes, cfg)
     # statistics: training part, or each speaker's own (label-free); never test labels
     norms = fit_normalizers(store, ids[0], kinds, mode, fc.speaker_min_utterances)
     # held in memory unless the fold outgrows the budget: then read batch by batch from the memory map
@@ -85,7 +86,7 @@ def fold_data(store: FeatureStore, fold: Fold, model_name: str, cfg: MmferConfig
     sets = {name: UtteranceSet.from_store(store, part, classes, kinds, norms, cfg.model.frame_reduction, in_memory)
             for name, part in zip(("train", "val", "test"), ids)}
     return FoldData(*ids, norms, sets, {k: store.features[k].dim for k in kinds}, mode, experts, views,
-                    corpus_experts if mode == "speaker" else {})
+                    corpus_experts if mode == "speaker" else {}, mix)
 
 
 def check_classes(fold: Fold, labels: list, classes: list[str]) -> None:
@@ -108,15 +109,15 @@ def expert_streams(kinds: list[str], cfg: MmferConfig) -> list[str]:
 
 def choose_view(store: FeatureStore, ids: list[list[str]], ys: list[np.ndarray], kinds: list[str],
                 classes: list[str], cfg: MmferConfig
-                ) -> tuple[str, dict[str, ExpertFit], dict[str, float], dict[str, ExpertFit]]:
+                ) -> tuple[str, dict[str, ExpertFit], dict[str, float], dict[str, ExpertFit], float | None]:
     """'auto' normalisation: the view whose closed-form experts score higher on the validation speakers;
-    (view, that view's experts of the model's closed-form streams, each view's score, the corpus view's
-    experts of those streams)."""
+    (view, that view's experts of the model's closed-form streams, each asked view's score, the corpus view's
+    experts of those streams, the training speakers' label-mix distance)."""
     normalised = [k for k in kinds if stream(k).speaker_normalised and stream(k).modality == "audio"]
     experts = [k for k in expert_streams(kinds, cfg) if k in normalised]
     deciders = experts or normalised
     if not deciders:
-        return "speaker", {}, {}, {}
+        return "speaker", {}, {}, {}, None
     balanced, n = balanced_loss(cfg), len(classes)
     speaker_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"]))
     mix = label_mix_distance([speaker_of[u] for u in ids[0]], ys[0], n)
@@ -130,9 +131,8 @@ def choose_view(store: FeatureStore, ids: list[list[str]], ys: list[np.ndarray],
     ranks = {view: combine([f.val_logits for f in fits[view].values()], ys[1], n, cfg.train.objective)[1]
              for view in views}
     view = max(views, key=lambda v: (ranks[v], v == "speaker"))
-    return (view, {k: f for k, f in fits[view].items() if k in experts},
-            {**{v: r[0] for v, r in ranks.items()}, "label_mix": round(mix, 4)},
-            {k: f for k, f in fits["corpus"].items() if k in experts})
+    return (view, {k: f for k, f in fits[view].items() if k in experts}, {v: r[0] for v, r in ranks.items()},
+            {k: f for k, f in fits["corpus"].items() if k in experts}, round(mix, 4))
 
 
 def label_mix_distance(speakers: list[str], labels: np.ndarray, n_classes: int) -> float:

@@ -36,7 +36,9 @@ def finish_fold(store: FeatureStore, fold: Fold, model: nn.Module, cfg: MmferCon
     metrics = {"fold": fold.name, "test": fold.name, **seed, "test_speakers": fold.test_speakers,
                "val_speakers": fold.val_speakers, "n_train": len(data.train_ids), "n_val": len(data.val_ids),
                "n_test": len(data.test_ids), "normalise": data.normalise,
-               **view_choice(data.views), **extra_metrics, "classes": classes,
+               **({"normalise_scores": data.views} if data.views else {}),
+               **({"label_mix": data.label_mix} if data.label_mix is not None else {}), **extra_metrics,
+               "classes": classes,
                **result, "seconds": round(time.perf_counter() - started, 3)}
     n = len(data.test_ids)
     speaker = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"].astype(str)))
@@ -57,11 +59,3 @@ def finish_fold(store: FeatureStore, fold: Fold, model: nn.Module, cfg: MmferCon
     runs.write_fold(run_dir, fold.index, predictions, metrics, fold.seed)
     return FoldResult(metrics, predictions)
 
-
-def view_choice(views: dict[str, float]) -> dict:
-    """'auto' normalisation's record: each view's validation score, and the training speakers' label-mix
-    distance that decided whether the per-speaker view was asked at all."""
-    if not views:
-        return {}
-    scores_ = {k: v for k, v in views.items() if k != "label_mix"}
-    return {"normalise_scores": scores_, **({"label_mix": views["label_mix"]} if "label_mix" in views else {})}
