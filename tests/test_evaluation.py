@@ -194,6 +194,29 @@ def test_resume_refuses_other_folds_and_accepts_older_configs(store, tmp_path):
         run_cv(store, "audio-svm", cfg, tmp_path / "r", progress=False, echo=lambda m: None)
 
 
+def test_resume_reads_a_missing_field_as_what_mmfer_did_before_it(tmp_path):
+    """A run made before train.experts_margin existed chose epochs with any validation gain: resuming it under
+    today's default (1 standard error) would mix folds trained two ways, so it is refused, naming the field;
+    with the earlier value it resumes. A field whose default is the old behaviour (bootstrap) still matches."""
+    from mmfer.config import BEFORE_FIELD, MmferConfig
+
+    prov = {"model": "audio", "store": "s", "features": {}}
+    old = MmferConfig().model_dump()
+    del old["train"]["experts_margin"], old["train"]["bootstrap"]
+    (tmp_path / runs.CONFIG).write_text(yaml.safe_dump(old))
+    runs.write_json(tmp_path / runs.PROVENANCE, prov)
+    with pytest.raises(MmferError, match=r"train\.experts_margin: 0\.0 in the run, 1\.0 now"):
+        runs.write_config(tmp_path, MmferConfig().model_dump(), prov)
+    earlier = MmferConfig.model_validate({"train": {"experts_margin": 0.0}}).model_dump()
+    runs.write_config(tmp_path, earlier, prov)
+    assert yaml.safe_load((tmp_path / runs.CONFIG).read_text())["train"]["experts_margin"] == 0.0
+    # every listed field names a real field, and its earlier value is a valid setting other than the default
+    for dotted, value in BEFORE_FIELD.items():
+        section, field = dotted.split(".")
+        default = MmferConfig().model_dump()[section][field]
+        assert MmferConfig.model_validate({section: {field: value}}).model_dump()[section][field] == value != default
+
+
 def test_emobox_partition_is_read_as_published(store, tmp_path):
     """EmoBox's data/<corpus>/fold_K/<corpus>_{train,valid,test}_fold_K.jsonl, keys '<dataset>-<id>'."""
     table = FeatureStore(store).corpus.table

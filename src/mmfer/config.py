@@ -171,6 +171,32 @@ class MmferConfig(_Strict):
     train: TrainConfig = TrainConfig()
 
 
+# Fields whose default is not what mmfer computed before the field existed, with the value that reproduces
+# that earlier behaviour. A run folder's config.yaml written before such a field existed lacks it; the resume
+# check (mmfer.runs) reads the missing field as this value, not as today's default, so resuming an old run
+# under today's defaults is refused instead of mixing folds trained two ways. Whoever adds a field whose
+# default changes what a run computes adds it here.
+BEFORE_FIELD: dict[str, object] = {
+    "features.context_before": 0,  # no dialogue context before it
+    "features.label_mix_max": 1.0,  # 'auto' always asked validation
+    "model.modality_dropout": 0.0,  # no modality dropout
+    "train.soup": 1,  # the best epoch alone
+    "train.weigh_experts_on": "validation",
+    "train.experts_margin": 0.0,  # any validation gain replaced the experts
+}
+
+
+def with_earlier_defaults(config: dict) -> dict:
+    """A stored run config with each :data:`BEFORE_FIELD` field it lacks set to its earlier behaviour
+    (the sections it has only; the rest is left to the defaults)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for dotted, value in BEFORE_FIELD.items():
+        section, field = dotted.split(".")
+        if isinstance(out.get(section), dict) and field not in out[section]:
+            out[section][field] = value
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> MmferConfig:
     data: dict = {}
     if path is not None:

@@ -131,17 +131,33 @@ def resolve_model_dir(path: str | Path, modalities: tuple[str, ...]) -> Path:
 
 # ---------------------------------------------------------------- config and summary
 
-def _comparable(config: dict) -> dict:
-    """A config as the resume check compares it: every field filled with its default (a run made before a
-    field existed still matches), the list of seeds left out (a run may gain seeds)."""
-    from mmfer.config import MmferConfig
+def _comparable(config: dict, stored: bool = False) -> dict:
+    """A config as the resume check compares it: every field filled with its default, the list of seeds
+    left out (a run may gain seeds). ``stored``: the config of an existing run, whose missing fields are
+    read as what mmfer did before they existed (``config.BEFORE_FIELD``) where that differs from the
+    default; a run made before any other field existed still matches."""
+    from mmfer.config import MmferConfig, with_earlier_defaults
 
     try:
-        full = MmferConfig.model_validate(config).model_dump()
+        full = MmferConfig.model_validate(with_earlier_defaults(config) if stored else config).model_dump()
     except Exception:  # noqa: BLE001 - an unreadable old config simply does not match
         return {"unreadable": config}
     full["train"].pop("seeds", None)
     return full
+
+
+def _differences(run_config: dict, config: dict, limit: int = 3) -> str:
+    """'section.field: X in the run, Y now' for the first ``limit`` settings that differ."""
+    out = []
+    for section in sorted(set(run_config) | set(config)):
+        a, b = run_config.get(section), config.get(section)
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            if a != b:
+                out.append(f"{section} (unreadable in the run's config)" if section == "unreadable" else section)
+            continue
+        out += [f"{section}.{k}: {a.get(k)!r} in the run, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k)]
+    return "; ".join(out[:limit]) + (f"; and {len(out) - limit} more" if len(out) > limit else "")
 
 
 def write_config(run: Path, config: dict, provenance: dict) -> None:
@@ -150,11 +166,15 @@ def write_config(run: Path, config: dict, provenance: dict) -> None:
     text = yaml.safe_dump(config, sort_keys=False)
     cfg_file, prov_file = Path(run) / CONFIG, Path(run) / PROVENANCE
     same = ("model", "store", "features")
-    if cfg_file.is_file() and (_comparable(yaml.safe_load(cfg_file.read_text()) or {}) != _comparable(config) or
-                               not prov_file.is_file() or
-                               {k: read_json(prov_file).get(k) for k in same} != {k: provenance.get(k) for k in same}):
-        raise MmferError(f"{run} holds a run with another model or config; resume it with the same settings "
-                         f"(see {cfg_file}) or choose a new --out")
+    if cfg_file.is_file():
+        before, now = _comparable(yaml.safe_load(cfg_file.read_text()) or {}, stored=True), _comparable(config)
+        if before != now:
+            raise MmferError(f"{run} holds a run with other settings ({_differences(before, now)}); resume it with "
+                             f"the same settings (see {cfg_file}) or choose a new --out")
+        if not prov_file.is_file() or {k: read_json(prov_file).get(k) for k in same} != \
+                {k: provenance.get(k) for k in same}:
+            raise MmferError(f"{run} holds a run with another model, store or features; resume it with the same "
+                             f"ones (see {prov_file}) or choose a new --out")
     write_json(prov_file, provenance)
     write_text(cfg_file, text)
 
