@@ -115,7 +115,7 @@ def test_interrupted_cv_resumes_at_next_fold(store, tmp_path, monkeypatch):
     assert calls == ["Ses02", "Ses03", "Ses04"]
     assert (out / "fold-1" / "metrics.json").stat().st_mtime_ns == first
     assert [f["fold"] for f in summary["folds"]] == ["Ses01", "Ses02", "Ses03", "Ses04"]
-    with pytest.raises(MmferError, match="another model or config"):
+    with pytest.raises(MmferError, match="another model, store or features"):
         cv_mod.run_cv(store, "text", cfg, out, progress=False, echo=lambda m: None)
 
 
