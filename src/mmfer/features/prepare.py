@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,12 +103,23 @@ def prepare_corpus(c: Corpus, out: Path, features: FeatureConfig, strict: bool =
     ids = c.table["utt_id"].tolist()
     result = PrepareResult(out, errors=list(errors or []))
     folders: dict[str, str] = {}
-    for ext, pass_streams in _passes(c, features, digest):
-        if ext.input == "audio" and getattr(ext, "bytes_per_second", None):
-            warn_cost(ext, c, warn)
-        gpu = bool(getattr(ext, "wants_gpu", False)) and executor.has_gpus()
-        folders.update(_run(out, pass_streams, ids, _inputs(c, ext), features.shard_size, progress, result,
-                            executor, gpu))
+    done: list = []  # per pass: its reused streams, then the merge of its extracted ones (a future)
+    # a pass's shards are merged into its streams' data.npy in this thread while the next pass extracts: the
+    # merge is mostly disk (the Whisper frames: 1.3 GB per hour of audio), the extraction the cores
+    with ThreadPoolExecutor(1, thread_name_prefix="mmfer-merge") as merger:
+        for ext, pass_streams in _passes(c, features, digest):
+            if ext.input == "audio" and getattr(ext, "bytes_per_second", None):
+                warn_cost(ext, c, warn)
+            gpu = bool(getattr(ext, "wants_gpu", False)) and executor.has_gpus()
+            got, reused, merge = _run(out, pass_streams, ids, _inputs(c, ext), features.shard_size, progress,
+                                      executor, gpu)
+            folders.update(got)
+            done.append((reused, merger.submit(merge) if merge is not None else None))
+        for reused, merged in done:
+            result.reused += [kind for kind, *_ in reused]
+            for kind, utterances, errs in reused + (merged.result() if merged is not None else []):
+                result.extracted[kind] = utterances
+                result.errors += errs
     write_errors(out / "errors.csv", result.errors)
     write_json(out / "store.json", {"store_version": STORE_VERSION, "corpus": c.meta(), "corpus_digest": digest,
                                     "features": folders})
@@ -163,22 +175,22 @@ def warn_cost(ext, c: Corpus, warn) -> None:
 
 
 def _run(out: Path, streams: list[tuple[str, dict]], ids: list[str], inputs: dict, shard_size: int,
-         progress: bool, result: PrepareResult, executor: Executor, gpu: bool) -> dict[str, str]:
-    """One pass into its streams' folders, shard by shard, skipping finished streams and shards."""
-    folders, todo_streams = {}, []
+         progress: bool, executor: Executor, gpu: bool):
+    """One pass into its streams' folders, shard by shard, skipping finished streams and shards. Returns
+    ({stream: folder name}, [(stream, utterances, errors)] of the streams already finished, and a function
+    that merges the new shards and returns the same for the extracted streams, or None)."""
+    folders, todo_streams, reused = {}, [], []
     for kind, settings in streams:
         folder = out / feature_dir_name(settings)
         folders[kind] = folder.name
         if (folder / "meta.json").is_file() and not intact(folder):
             discard_finished(folder)  # a damaged finished set (e.g. truncated data.npy): extract it again
         if (folder / "meta.json").is_file():
-            result.reused.append(kind)
-            result.extracted[kind] = read_json(folder / "meta.json")["utterances"]
-            result.errors += _read_errors(folder / "errors.csv")
+            reused.append((kind, read_json(folder / "meta.json")["utterances"], _read_errors(folder / "errors.csv")))
         else:
             todo_streams.append((kind, settings, folder))
     if not todo_streams:
-        return folders
+        return folders, reused, None
     chunks = [ids[i:i + shard_size] for i in range(0, len(ids), shard_size)]
     todo = [k for k in range(len(chunks)) if not all(shard_path(f, k).is_file() for *_, f in todo_streams)]
     settings = {kind: s for kind, s, _ in todo_streams}
@@ -203,11 +215,12 @@ def _run(out: Path, streams: list[tuple[str, dict]], ids: list[str], inputs: dic
                                  "put the store on storage every node sees, or pass --ray-transfer")
         bar.update(len(chunks[k]))
     bar.close()
-    for kind, s, f in todo_streams:
-        meta = finalize(f, len(chunks), s)
-        result.extracted[kind] = meta["utterances"]
-        result.errors += _read_errors(f / "errors.csv")
-    return folders
+
+    def merge() -> list[tuple[str, int, list]]:
+        return [(kind, finalize(f, len(chunks), s)["utterances"], _read_errors(f / "errors.csv"))
+                for kind, s, f in todo_streams]
+
+    return folders, reused, merge
 
 
 def extract_shard(settings: dict[str, dict], ids: list[str], inputs: list, paths: dict[str, str] | None):
