@@ -140,6 +140,31 @@ def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, mo
 real_write = prep.write_shard
 
 
+def test_a_merge_that_fails_in_the_background_is_reported_and_resumed(prepared, tmp_path: Path, monkeypatch,
+                                                                     one_thread):
+    """A pass's shards are merged in a background thread while the next pass extracts: a merge that fails
+    (here: the Whisper frames', disk full) still fails the prepare, with its own message, after the later
+    passes ran; the next prepare merges the kept shards and extracts nothing again."""
+    root, clean = prepared
+    store = tmp_path / "store"
+    real = prep.finalize
+
+    def full(folder, *a):
+        if folder.name.startswith("acoustic"):
+            raise MmferError(f"{folder}: no space left on the device")
+        return real(folder, *a)
+
+    monkeypatch.setattr(prep, "finalize", full)
+    with pytest.raises(MmferError, match="no space left"):
+        prep.prepare(root, store, workers=1, shard_size=2, progress=False)
+    assert (next(store.glob("functionals-*")) / "meta.json").is_file()  # the passes after it finished
+    assert not (store / "store.json").exists()
+    monkeypatch.setattr(prep, "finalize", real)
+    monkeypatch.setattr(prep, "extract_shard", lambda *a: pytest.fail("a kept shard was extracted again"))
+    prep.prepare(root, store, workers=1, shard_size=2, progress=False)
+    assert _digest(store) == _digest(clean)
+
+
 def test_merging_shards_holds_one_copy_buffer_not_the_stream(tmp_path: Path, monkeypatch):
     import tracemalloc
 
