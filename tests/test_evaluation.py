@@ -210,6 +210,9 @@ def test_resume_reads_a_missing_field_as_what_mmfer_did_before_it(tmp_path):
     earlier = MmferConfig.model_validate({"train": {"experts_margin": 0.0}}).model_dump()
     runs.write_config(tmp_path, earlier, prov)
     assert yaml.safe_load((tmp_path / runs.CONFIG).read_text())["train"]["experts_margin"] == 0.0
+    (tmp_path / runs.CONFIG).write_text("train: [unclosed\n")  # damaged: refused in one line, not a traceback
+    with pytest.raises(MmferError, match="does not read as an mmfer config"):
+        runs.write_config(tmp_path, earlier, prov)
     # every listed field names a real field, and its earlier value is a valid setting other than the default
     for dotted, value in BEFORE_FIELD.items():
         section, field = dotted.split(".")

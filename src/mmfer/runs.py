@@ -148,12 +148,14 @@ def _comparable(config: dict, stored: bool = False) -> dict:
 
 def _differences(run_config: dict, config: dict, limit: int = 3) -> str:
     """'section.field: X in the run, Y now' for the first ``limit`` settings that differ."""
+    if "unreadable" in run_config:
+        return "its config.yaml does not read as an mmfer config"
     out = []
     for section in sorted(set(run_config) | set(config)):
         a, b = run_config.get(section), config.get(section)
         if not (isinstance(a, dict) and isinstance(b, dict)):
             if a != b:
-                out.append(f"{section} (unreadable in the run's config)" if section == "unreadable" else section)
+                out.append(section)
             continue
         out += [f"{section}.{k}: {a.get(k)!r} in the run, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
                 if a.get(k) != b.get(k)]
@@ -167,7 +169,11 @@ def write_config(run: Path, config: dict, provenance: dict) -> None:
     cfg_file, prov_file = Path(run) / CONFIG, Path(run) / PROVENANCE
     same = ("model", "store", "features")
     if cfg_file.is_file():
-        before, now = _comparable(yaml.safe_load(cfg_file.read_text()) or {}, stored=True), _comparable(config)
+        try:
+            stored = yaml.safe_load(cfg_file.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            stored = {"unreadable": True}
+        before, now = _comparable(stored, stored=True), _comparable(config)
         if before != now:
             raise MmferError(f"{run} holds a run with other settings ({_differences(before, now)}); resume it with "
                              f"the same settings (see {cfg_file}) or choose a new --out")
