@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -147,6 +148,7 @@ def prepare_cmd(
         rec = recogniser(asr if asr != "none" else "auto", language=language)
         if rec is None:
             raise MmferError(INSTALL_HINT)
+    started = time.perf_counter()
     res = prepare(corpus_path, out, reader=corpus, labels=labels, features=cfg.features, strict=strict,
                   warn=lambda m: typer.echo(m, err=True), allow_outside=allow_outside, transcribe=rec,
                   language=language, ray=ray, ray_transfer=ray_transfer)
@@ -156,7 +158,7 @@ def prepare_cmd(
         typer.echo(f"{len({e[0] for e in res.errors})} utterance(s) skipped, see {res.store / 'errors.csv'}:", err=True)
         for u, stage, reason in res.errors[:10]:
             typer.echo(f"  {u} [{stage}]: {reason}", err=True)
-    typer.echo(f"feature store ready: {res.store}")
+    typer.echo(f"feature store ready: {res.store} ({time.perf_counter() - started:.0f} s)")
 
 
 def _model_help() -> str:
