@@ -3,8 +3,9 @@
 The work is cut into *shards* (``features.shard_size`` utterances) of one *pass*: one extractor over the
 shard's utterances, filling every stream that extractor computes in one go (the Whisper encoder's frames
 and their statistics). Shards are handed to an executor (``mmfer.engine``: this process, a local process
-pool, or Ray), written as files into each stream's folder as they finish, and merged at the end, so an
-interrupted prepare resumes at the next unfinished shard.
+pool, or Ray), written as files into each stream's folder as they finish, and merged once the pass is done
+(in a background thread, while the next pass extracts), so an interrupted prepare resumes at the next
+unfinished shard, or at the merge.
 """
 
 from __future__ import annotations
