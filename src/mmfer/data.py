@@ -288,7 +288,7 @@ class UtteranceSet:
 
 def stored_streams(store: FeatureStore, ids: list[str], kinds: list[str], norms: dict[str, StreamNorm],
                    frame_reduction: int = 1) -> dict[str, StoredStream]:
-    speaker_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"]))
+    speaker_of = store.speaker_of
     return {k: StoredStream(k, store.features[k], ids, [norms[k].for_speaker(speaker_of[u]) for u in ids],
                             frame_reduction) for k in kinds}
 

@@ -26,6 +26,7 @@ import shutil
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,11 @@ class FeatureStore:
         from mmfer.streams import modalities_of
 
         return modalities_of(self.features)
+
+    @cached_property
+    def speaker_of(self) -> dict[str, str]:
+        """utt_id -> speaker, built once per opened store (normalisation looks a speaker up per utterance)."""
+        return dict(zip(self.corpus.table["utt_id"], self.corpus.table["speaker"]))
 
     def usable_ids(self, kinds: list[str]) -> list[str]:
         """Utterances that have every requested feature kind (extraction errors are left out)."""

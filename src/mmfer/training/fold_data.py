@@ -53,8 +53,7 @@ class FoldData:
     label_mix: float | None = None  # 'auto': the training speakers' label-mix distance (label_mix_distance)
 
     def speakers(self, store: FeatureStore, part: str = "train") -> np.ndarray:
-        speaker_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"]))
-        return np.array([speaker_of[u] for u in getattr(self, f"{part}_ids")])
+        return np.array([store.speaker_of[u] for u in getattr(self, f"{part}_ids")])
 
 
 def balanced_loss(cfg: MmferConfig) -> bool:
@@ -119,8 +118,7 @@ def choose_view(store: FeatureStore, ids: list[list[str]], ys: list[np.ndarray],
     if not deciders:
         return "speaker", {}, {}, {}, None
     balanced, n = balanced_loss(cfg), len(classes)
-    speaker_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"]))
-    mix = label_mix_distance([speaker_of[u] for u in ids[0]], ys[0], n)
+    mix = label_mix_distance([store.speaker_of[u] for u in ids[0]], ys[0], n)
     views = VIEWS if mix <= cfg.features.label_mix_max else ("corpus",)
     inputs = {}
     for view in views:
@@ -164,7 +162,7 @@ def parallel_fits(inputs: dict, ys: list[np.ndarray], n: int, balanced: bool, ob
 def stream_vectors(store: FeatureStore, kind: str, ids: list[str], norm: StreamNorm) -> np.ndarray:
     """[n, dim]: each utterance's normalised vector (a sequence stream: the mean of its normalised frames,
     clipped as its frames would be)."""
-    speaker_of = dict(zip(store.corpus.table["utt_id"], store.corpus.table["speaker"]))
+    speaker_of = store.speaker_of
     fs = store.features[kind]
     rows = []
     for u in ids:

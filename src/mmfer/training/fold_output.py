@@ -58,4 +58,3 @@ def finish_fold(store: FeatureStore, fold: Fold, model: nn.Module, cfg: MmferCon
                          {"normalise": normalise, **(extra_checkpoint or {})})
     runs.write_fold(run_dir, fold.index, predictions, metrics, fold.seed)
     return FoldResult(metrics, predictions)
-
