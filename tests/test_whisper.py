@@ -58,6 +58,16 @@ def test_streams_frames_windows_and_padding(encoder):
     for sig, got in zip(signals, together):
         alone = padded.extract_streams(sig)
         assert np.array_equal(got["acoustic"], alone["acoustic"]) and np.array_equal(got["pooled"], alone["pooled"])
+    # unpadded utterances of different lengths share a call, each as if alone (its padding masked), and
+    # come back in order; only float rounding differs (rows of one product are summed in another order)
+    odd = [x, _speechlike(1.13, 1), _speechlike(4.01, 2)]  # odd numbers of log-mel frames: conv2's edge
+    unpadded = encoder.extract_many(odd, ("acoustic", "pooled"))
+    for sig, got in zip(odd, unpadded):
+        alone = encoder.extract_streams(sig)
+        assert got["acoustic"].shape == alone["acoustic"].shape
+        assert np.allclose(got["acoustic"], alone["acoustic"], rtol=1e-4, atol=1e-3)
+        assert np.allclose(got["pooled"], alone["pooled"], rtol=1e-4, atol=1e-3)
+    assert not np.allclose(unpadded[1]["pooled"], unpadded[2]["pooled"], atol=1e-2)
     # longer than Whisper's 30 s: 30 s windows, every frame kept
     long = np.concatenate([x] * 14)
     assert encoder.windows(len(long))[0] == (0, 30 * SAMPLE_RATE, 30 * SAMPLE_RATE)

@@ -48,7 +48,10 @@ from mmfer.weights import MODEL_BIN_SHA256, WEIGHTS_HINT, WHISPER, bundled_whisp
 
 HOP_SECONDS = 0.02  # one encoder frame per 2 mel frames of 10 ms
 WINDOW_SECONDS = 30.0  # Whisper's training window (1,500 encoder frames)
-BATCH_SECONDS = 240.0  # padded audio per batched encoder call
+# (padded) audio per batched encoder call: on the CPU one window's worth (the memory of one padded 30 s
+# utterance; the fastest of 8-240 s: 1.21x and 1.32x the speed of one call per utterance in two runs, against
+# 1.06-1.07x for 240 s; RAVDESS, one thread, benchmarks/whisper_batch.py); a GPU wants more rows per call
+BATCH_SECONDS = {"cpu": 30.0, "cuda": 240.0}
 CONVERTED = "encoder-safetensors-1"  # the cache subfolder's name: bump when the conversion changes
 
 # CTranslate2's variable type ids (model_spec._dtype_to_type_id)
@@ -206,22 +209,54 @@ def encoder_dtype(device: str, precision: str):
     return torch.float16 if device == "cuda" else torch.bfloat16
 
 
-def hidden_states(encoder, mel):
+def hidden_states(encoder, mel, lengths=None):
     """All hidden states of the encoder for log-mel ``mel`` [B, n_mels, frames]: a list of [B, T, D]
     (the embedding, then each layer; the last one after the final layer norm, as transformers and
     CTranslate2 return it). The positional embeddings are sliced to the input's length, so shorter inputs
-    than Whisper's 30 s need no padding."""
+    than Whisper's 30 s need no padding.
+
+    ``lengths`` (mel frames per row, a LongTensor) lets log-mels of different lengths share one call, each
+    computed as if alone: the rows are zero beyond their length (as the convolutions' own padding), the
+    first convolution's output is zeroed there too (so the second one sees zeros at the edge, as alone),
+    and attention ignores a row's padded frames. One call over several utterances makes the matrix
+    encoder 1.2-1.3x faster on the CPU (more rows per product; ``benchmarks/whisper_batch.py``)."""
     import torch
 
     x = torch.nn.functional.gelu(encoder.conv1(mel))
+    mask = None
+    if lengths is not None and bool((lengths < mel.shape[-1]).any()):
+        x = x * (torch.arange(x.shape[-1], device=x.device) < lengths[:, None])[:, None, :].to(x.dtype)
+        frames = (lengths + 1) // 2  # the stride-2 convolution's output frames of each row
+        mask = (torch.arange((x.shape[-1] + 1) // 2, device=x.device) < frames[:, None])[:, None, None, :]
     x = torch.nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
     x = x + encoder.embed_positions.weight[: x.shape[1]]
     states = [x]
     for layer in encoder.layers:
-        x = layer(x, None)
+        x = _layer(layer, x, mask)
         states.append(x)
     states[-1] = encoder.layer_norm(x)
     return states
+
+
+def _layer(layer, x, mask=None):
+    """transformers' ``WhisperEncoderLayer.forward`` in inference, with a key mask (True = a frame of the
+    row's own speech) for rows of different lengths; the query is scaled before attention, as there."""
+    import torch
+
+    f = torch.nn.functional
+    attn = layer.self_attn
+    b, t, d = x.shape
+    h = layer.self_attn_layer_norm(x)
+    q = (attn.q_proj(h) * attn.scaling).view(b, t, -1, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(h).view(b, t, -1, attn.head_dim).transpose(1, 2)
+    v = attn.v_proj(h).view(b, t, -1, attn.head_dim).transpose(1, 2)
+    o = f.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0).transpose(1, 2).reshape(b, t, d)
+    x = x + attn.out_proj(o)
+    x = x + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(x))))
+    if x.dtype == torch.float16:  # as transformers: keep float16 finite
+        limit = torch.finfo(x.dtype).max - 1000
+        x = torch.clamp(x, min=-limit, max=limit)
+    return x
 
 
 def parse_layers(spec: str, n_hidden: int) -> list[int]:
@@ -374,14 +409,21 @@ class WhisperEncoderFeatures:
                         truncation=True, return_tensors="np")["input_features"][0]
 
     def _encode(self, mels: list[np.ndarray]) -> list[np.ndarray]:
-        """[T, L_all, D] float32 hidden states (every layer), contiguous, per log-mel of one common length."""
+        """[T, L_all, D] float32 hidden states (every layer), contiguous, per log-mel; log-mels of different
+        lengths are encoded together, each as if alone (:func:`hidden_states`), and cut to their frames."""
         import torch
 
         dtype = encoder_dtype(self.device, self.precision)
-        batch = torch.from_numpy(np.stack(mels)).to(self.device, dtype)
+        longest = max(m.shape[-1] for m in mels)
+        batch = np.zeros((len(mels), mels[0].shape[0], longest), np.float32)
+        for row, m in zip(batch, mels):
+            row[:, : m.shape[-1]] = m
+        lengths = torch.tensor([m.shape[-1] for m in mels])
+        mel = torch.from_numpy(batch).to(self.device, dtype)
         with self._lock, torch.inference_mode():
-            states = torch.stack(hidden_states(self.encoder, batch), dim=2).float().cpu().numpy()  # [B, T, L, D]
-        return list(states)
+            states = torch.stack(hidden_states(self.encoder, mel, lengths.to(self.device)), dim=2)
+            states = states.float().cpu().numpy()  # [B, T, L, D]
+        return [h[: (n + 1) // 2] for h, n in zip(states, lengths.tolist())]  # a row's first frames: contiguous
 
     def _frames(self, x: np.ndarray) -> np.ndarray:
         """[frames, L_all, D]: every hidden state of the speech's frames, window by window."""
@@ -415,26 +457,32 @@ class WhisperEncoderFeatures:
         return self.extract_streams(x, (self.kind,))[self.kind]
 
     def extract_many(self, signals: list[np.ndarray], kinds=None) -> list[dict[str, np.ndarray]]:
-        """Like :meth:`extract_streams` for each signal; signals that fit one padded window of the same
-        length are encoded together (exactly as one at a time: each has its own log-mel and no padding is
-        shared), at most BATCH_SECONDS of padded audio per call."""
+        """Like :meth:`extract_streams` for each signal. Signals that fit one window are encoded together,
+        each as if alone (its own log-mel; :func:`hidden_states` masks the others' padding), shortest first
+        so that a call's rows are of similar length, at most BATCH_SECONDS of (padded) audio per call;
+        longer ones window by window."""
         kinds = kinds or (self.kind,)
         out: list[dict | None] = [None] * len(signals)
-        groups: dict[int, list[int]] = {}
+        single: list[tuple[int, int]] = []  # (encoded length in samples, index)
         for i, x in enumerate(signals):
             w = self.windows(len(x))
-            if len(w) == 1 and w[0][2] == int(self.pad_seconds * SAMPLE_RATE) and w[0][2] > 0:
-                groups.setdefault(w[0][2], []).append(i)
+            if len(w) == 1:
+                single.append((w[0][2], i))
             else:
                 out[i] = self.extract_streams(x, kinds)
-        for length, members in groups.items():
-            per_call = max(1, int(BATCH_SECONDS * SAMPLE_RATE // length))
-            for k in range(0, len(members), per_call):
-                chunk = members[k:k + per_call]
-                states = self._encode([self._log_mel(signals[i], length) for i in chunk])
-                for i, h in zip(chunk, states):
-                    keep = max(1, math.ceil(len(signals[i]) / (HOP_SECONDS * SAMPLE_RATE)))
-                    out[i] = self.split(h[:keep], kinds)
+        single.sort()
+        budget = BATCH_SECONDS["cuda" if self.device == "cuda" else "cpu"] * SAMPLE_RATE
+        k = 0
+        while k < len(single):
+            n = 1  # rows of this call: sorted, so the last one sets the padded length
+            while k + n < len(single) and (n + 1) * single[k + n][0] <= budget:
+                n += 1
+            chunk = single[k:k + n]
+            states = self._encode([self._log_mel(signals[i], length) for length, i in chunk])
+            for (_, i), h in zip(chunk, states):
+                keep = max(1, math.ceil(len(signals[i]) / (HOP_SECONDS * SAMPLE_RATE)))
+                out[i] = self.split(h[:keep], kinds)
+            k += n
         return out  # type: ignore[return-value]
 
     def __call__(self, audio_path: str | Path, start: float | None = None, end: float | None = None) -> np.ndarray:
