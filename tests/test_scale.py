@@ -185,10 +185,11 @@ def test_prepare_via_ray_equals_the_local_store(ray_cluster, few_utterances, tmp
     # Whisper encoder puts a shard's utterances of similar length in one call (a shard of 4 and one of 64
     # round differently), and a Ray worker's matrix products may round differently from a local worker's
     # (seen on 2026-12-07 for the word vectors too, with the code before the encoder batched)
-    differ = [k for k, v in {**shared, **sent}.items() if want[k] != v]
+    made = {**shared, **sent}
+    differ = [k for k, v in made.items() if want[k] != v]
     assert all(k.endswith("/data.npy") for k in differ), differ
     for k in differ:
-        a, b = (np.load(io.BytesIO(x)).astype(np.float32) for x in (want[k], {**shared, **sent}[k]))
+        a, b = (np.load(io.BytesIO(x)).astype(np.float32) for x in (want[k], made[k]))
         assert a.shape == b.shape and np.allclose(a, b, rtol=1e-2, atol=1e-2), (k, float(np.abs(a - b).max()))
         assert (a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()) > 0.9999
     assert all(loopback(a) for a, _ in ray_cluster.opened())

@@ -218,8 +218,8 @@ def hidden_states(encoder, mel, lengths=None):
     ``lengths`` (mel frames per row, a LongTensor) lets log-mels of different lengths share one call, each
     computed as if alone: the rows are zero beyond their length (as the convolutions' own padding), the
     first convolution's output is zeroed there too (so the second one sees zeros at the edge, as alone),
-    and attention ignores a row's padded frames. One call over several utterances makes the matrix
-    encoder 1.2-1.3x faster on the CPU (more rows per product; ``benchmarks/whisper_batch.py``)."""
+    and attention ignores a row's padded frames. One call over several utterances makes the encoder
+    1.2-1.3x faster on the CPU (more rows per matrix product; ``benchmarks/whisper_batch.py``)."""
     import torch
 
     x = torch.nn.functional.gelu(encoder.conv1(mel))
