@@ -215,6 +215,28 @@ def test_batch_manifest_typed_text_speaker_normalisation_parquet(trained_runs, t
     assert proc.returncode == 2 and "bad.csv:1: a prediction manifest needs an audio column" in proc.stderr
 
 
+def test_predict_many_encodes_utterances_together_each_as_if_alone(trained_runs, table, monkeypatch):
+    """Requests predicted together (batch prediction without read-ahead workers, a Ray task, the API's
+    predict_many) go through the Whisper encoder in one call, and each gets what it gets alone, to float
+    rounding."""
+    from mmfer.features.whisper import WhisperEncoderFeatures
+    from mmfer.serve.predictor import Predictor, Request
+
+    calls: list[int] = []
+    many = WhisperEncoderFeatures.extract_many
+    monkeypatch.setattr(WhisperEncoderFeatures, "extract_many",
+                        lambda self, signals, kinds=None: calls.append(len(signals)) or many(self, signals, kinds))
+    pred = Predictor(trained_runs / "mmmf")
+    signals = [load_audio(table.iloc[k]["audio"]) for k in (3, 11, 25)]
+    texts = [table.iloc[k]["text"] for k in (3, 11, 25)]
+    together = pred.predict_many([Request(x, t) for x, t in zip(signals, texts)])
+    assert calls == [3]
+    for x, t, res in zip(signals, texts, together):
+        alone = pred.predict(x, t)
+        assert res["emotion"] == alone["emotion"]
+        assert list(res["probabilities"].values()) == pytest.approx(list(alone["probabilities"].values()), abs=1e-4)
+
+
 @asr
 def test_prepare_transcribe_builds_text_from_recognition_and_resumes(table, tmp_path):
     from mmfer.api import prepare

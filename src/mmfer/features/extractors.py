@@ -82,6 +82,17 @@ def run_pass(ext, kinds: list[str], signal: np.ndarray, sample_rate: int) -> dic
     return {kind: ext.extract(signal, sample_rate)}
 
 
+def run_pass_many(ext, kinds: list[str], signals: list[np.ndarray], sample_rate: int) -> list[dict[str, np.ndarray]]:
+    """:func:`run_pass` for several signals: an extractor that batches (an SSL or Whisper encoder: several
+    utterances per call, each as if alone) gets them together, any other one at a time."""
+    if not hasattr(ext, "extract_many"):
+        return [run_pass(ext, kinds, x, sample_rate) for x in signals]
+    if hasattr(ext, "extract_streams"):
+        return ext.extract_many(signals, tuple(kinds))
+    (kind,) = kinds
+    return [{kind: a} for a in ext.extract_many(signals)]
+
+
 def extract_audio(signal: np.ndarray, sample_rate: int, settings_by_kind: dict[str, dict],
                   extractor=cached_extractor) -> dict[str, np.ndarray]:
     """Every audio stream of ``settings_by_kind`` for one signal, each pass run once. ``extractor`` turns
@@ -89,4 +100,14 @@ def extract_audio(signal: np.ndarray, sample_rate: int, settings_by_kind: dict[s
     out: dict[str, np.ndarray] = {}
     for settings, kinds in passes(settings_by_kind):
         out.update(run_pass(extractor(settings), kinds, signal, sample_rate))
+    return out
+
+
+def extract_audio_many(signals: list[np.ndarray], sample_rate: int, settings_by_kind: dict[str, dict],
+                       extractor=cached_extractor) -> list[dict[str, np.ndarray]]:
+    """:func:`extract_audio` for several signals, an encoder's passes batched (:func:`run_pass_many`)."""
+    out: list[dict[str, np.ndarray]] = [{} for _ in signals]
+    for settings, kinds in passes(settings_by_kind):
+        for mine, got in zip(out, run_pass_many(extractor(settings), kinds, signals, sample_rate)):
+            mine.update(got)
     return out

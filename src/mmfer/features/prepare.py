@@ -25,7 +25,7 @@ from mmfer.corpora import save as save_corpus
 from mmfer.engine import Executor, Local
 from mmfer.errors import MmferError
 from mmfer.features.audio import SAMPLE_RATE, AudioError, load_audio
-from mmfer.features.extractors import cached_extractor, extractor_for, pass_key, run_pass
+from mmfer.features.extractors import cached_extractor, extractor_for, pass_key, run_pass, run_pass_many
 from mmfer.features.store import (
     STORE_VERSION,
     discard_finished,
@@ -256,9 +256,8 @@ def _audio(ext, settings: dict[str, dict], ids: list[str], paths: list[tuple[str
         return {k: as_dtype(a, settings[k]["dtype"]) for k, a in got.items()}
 
     def encode_held() -> None:
-        many = (ext.extract_many(list(held.values()), tuple(kinds)) if hasattr(ext, "extract_streams")
-                else [{kinds[0]: a} for a in ext.extract_many(list(held.values()))])
-        done.update((u, stored(got)) for u, got in zip(held, many))
+        done.update((u, stored(got)) for u, got in zip(held, run_pass_many(ext, kinds, list(held.values()),
+                                                                            SAMPLE_RATE)))
         held.clear()
 
     for u, (path, start, end) in zip(ids, paths):

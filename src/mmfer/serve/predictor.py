@@ -28,7 +28,7 @@ from mmfer.data import (
 )
 from mmfer.errors import MmferError, NoSpeech
 from mmfer.features.audio import SAMPLE_RATE, has_speech
-from mmfer.features.extractors import extract_audio, extractor_from_settings, pass_key
+from mmfer.features.extractors import extract_audio, extract_audio_many, extractor_from_settings, pass_key
 from mmfer.features.lexical import BUNDLED as BUNDLED_TEXT
 from mmfer.models.inference import infer
 from mmfer.models.linear import TfidfNgrams
@@ -167,6 +167,20 @@ class Predictor:
         kinds = self.audio_kinds() if kinds is None else kinds
         return extract_audio(signal, SAMPLE_RATE, {k: self.trusted_settings(k) for k in kinds}, self._build)
 
+    def _audio_many_unlocked(self, todo: list[int], requests: list[Request]) -> dict[int, dict[str, np.ndarray]]:
+        """The audio features of requests ``todo``, an encoder's passes batched (several utterances per call,
+        each as if alone: 1.2-1.3x on the CPU); {} when not needed, or when one signal fails (each is then
+        computed alone, so the error is that request's own)."""
+        if not self.needs_audio or len(todo) < 2:
+            return {}
+        kinds = self.audio_kinds()
+        try:
+            got = extract_audio_many([requests[i].signal for i in todo], SAMPLE_RATE,
+                                     {k: self.trusted_settings(k) for k in kinds}, self._build)
+        except MmferError:
+            return {}
+        return dict(zip(todo, got))
+
     def describe(self) -> dict:
         return {"model": self.name, "classes": self.classes, "folds": len(self.models),
                 "needs_text": self.needs_text, "needs_audio": self.needs_audio, "path": str(self.path)}
@@ -271,6 +285,7 @@ class Predictor:
             if "lexical" in self.kinds or "sentence" in self.kinds:
                 for i, vecs in zip(ok, self.extractor("lexical").encode([words[i] for i in ok])):
                     raw[i]["lexical"] = vecs
+            computed = self._audio_many_unlocked([i for i in ok if requests[i].audio is None], requests)
             for i in list(ok):
                 r = requests[i]
                 try:
@@ -280,7 +295,7 @@ class Predictor:
                         elif k == "sentence":
                             raw[i][k] = sentence_vector(raw[i]["lexical"])[None]
                     if self.needs_audio:
-                        audio = r.audio if r.audio is not None else self._audio_unlocked(r.signal)
+                        audio = r.audio if r.audio is not None else computed.get(i) or self._audio_unlocked(r.signal)
                         if any(len(a) == 0 for a in audio.values()):
                             raise MmferError("audio too short: no acoustic frames")
                         raw[i].update(audio)
