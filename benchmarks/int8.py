@@ -10,13 +10,24 @@ products fused into one. Variants:
 * ``all``: every product of every layer in int8;
 * ``all, top-8 channels in float32``: the 8 input channels with the largest values in each call are taken
   out of the int8 product and added back in float32 (LLM.int8()'s decomposition, channels chosen per call);
-* ``feed-forward only``: the two feed-forward products in int8, attention in float32.
+* ``feed-forward only``: the two feed-forward products in int8, attention in float32;
+* ``fused``: the encoder's own code path (``features.whisper.hidden_states``) with its linear modules
+  swapped: torch's fused dynamic int8 product (``torch.ops.quantized.linear_dynamic``, fbgemm: activations
+  quantised per call, over all frames, inside the kernel, dequantised there too) for every product but the
+  second feed-forward one, which stays per frame (``_int_mm`` as above): its input (after the GELU) is
+  where per-call scales lost most while this variant was chosen (the pooled vector's fidelity fell by about
+  a tenth with it per call).
+  The unfused ``_int_mm`` path spends as long quantising and dequantising around the product as in it.
 
 For each: × real time of the encoder, one thread, against float32 in the same run, and the cosine of each
 frame's hidden states to float32 (mean, 0.1 % quantile and minimum per hidden state), and of the pooled
 vector (mean and std over the frames, centred on the utterances' mean) to float32's.
 
-    python benchmarks/int8.py [--n 60] [--out FILE]
+``--end-to-end DIR``: for float32 and ``fused``, the default RAVDESS store (`prepare`, 2 workers, timed) and
+the 6-fold `cv` of ``audio-whisper-linear`` and ``audio`` on it (benchmarks/real.py's protocol), the
+encoder swapped in every worker; added to the JSON as ``end_to_end``. About 12 minutes on 2 cores.
+
+    python benchmarks/int8.py [--n 60] [--end-to-end DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -56,6 +67,59 @@ def int8_linear(weight, bias, topk: int):
         return y.addmm_(kept, wt[idx]) if topk else y
 
     return apply
+
+
+class FramewiseInt8:
+    """A linear module's product in int8 through ``_int_mm``, activations per frame (``int8_linear``), for
+    inputs of any leading shape."""
+
+    def __init__(self, linear):
+        import torch
+
+        self.n = linear.out_features
+        bias = linear.bias if linear.bias is not None else torch.zeros(self.n)
+        self.apply = int8_linear(linear.weight, bias, 0)
+
+    def __call__(self, x):
+        return self.apply(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], self.n)
+
+
+class FusedInt8:
+    """A linear module as torch's fused dynamic int8 product (fbgemm): weights per output channel,
+    activations per call, quantisation and dequantisation inside the kernel."""
+
+    def __init__(self, linear):
+        import torch
+
+        w = linear.weight.detach().float()
+        self.n = w.shape[0]
+        scale = w.abs().amax(1).clamp(min=1e-8) / 127.0
+        qw = torch.quantize_per_channel(w, scale.double(), torch.zeros(self.n, dtype=torch.long), 0, torch.qint8)
+        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.n)
+        self.packed = torch.ops.quantized.linear_prepack(qw, bias)
+
+    def __call__(self, x):
+        import torch
+
+        return torch.ops.quantized.linear_dynamic(x.reshape(-1, x.shape[-1]), self.packed, False).view(
+            *x.shape[:-1], self.n)
+
+
+def fused_encoder(encoder):
+    """A copy of the encoder whose products are int8 (the ``fused`` variant: see the module docstring)."""
+    import copy
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*quantize_per_channel.*")  # torch's deprecation of qint8 tensors
+    enc = copy.deepcopy(encoder)
+    for layer in enc.layers:
+        swaps = {(layer.self_attn, n): FusedInt8 for n in ("q_proj", "k_proj", "v_proj", "out_proj")}
+        swaps.update({(layer, "fc1"): FusedInt8, (layer, "fc2"): FramewiseInt8})
+        for (owner, name), make in swaps.items():
+            wrapped = make(getattr(owner, name))
+            del owner._modules[name]  # a plain callable in the module's place (forward calls it by name)
+            object.__setattr__(owner, name, wrapped)
+    return enc
 
 
 def float_linear(weight, bias):
@@ -111,6 +175,7 @@ def states(encoder, layers, mel):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=60, help="RAVDESS utterances (every k-th of the manifest)")
+    ap.add_argument("--end-to-end", type=Path, metavar="DIR", help="also prepare and cross-validate RAVDESS here")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "int8.json")
     a = ap.parse_args()
     import torch
@@ -144,9 +209,13 @@ def main() -> None:
         pf = torch.stack([pooled(h) for h in ref])
         mu = pf.mean(0)
         result["float32_x_real_time"] = round(seconds / base_s, 1)
-        for name, (where, topk) in VARIANTS.items():
-            layers = [layer_fn(layer, where, topk) for layer in encoder.layers]
-            s, got = timed(lambda m, layers=layers: states(encoder, layers, m))
+        fused = fused_encoder(encoder)
+        for name, (where, topk) in {**VARIANTS, "fused": (None, 0)}.items():
+            if where is None:
+                s, got = timed(lambda m: torch.stack(hidden_states(fused, m), 2)[0])
+            else:
+                layers = [layer_fn(layer, where, topk) for layer in encoder.layers]
+                s, got = timed(lambda m, layers=layers: states(encoder, layers, m))
             cos = torch.cat([torch.nn.functional.cosine_similarity(r, g, dim=-1) for r, g in zip(ref, got)])
             pq = torch.stack([pooled(h) for h in got])
             pc = torch.nn.functional.cosine_similarity(pf - mu, pq - mu, dim=-1)
@@ -158,8 +227,52 @@ def main() -> None:
                 "pooled_centred_cosine_median": round(float(pc.median()), 4),
                 "pooled_centred_cosine_min": round(float(pc.min()), 4)}
             print(name, json.dumps(result["variants"][name]), flush=True)
+    if a.end_to_end:
+        result["end_to_end"] = end_to_end(a.end_to_end)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def end_to_end(work: Path) -> dict:
+    """float32 and ``fused``: RAVDESS's default store (timed) and the 6-fold UA of the Whisper probe and of
+    ``audio`` on it. The swapped encoder reaches the workers through ``features.whisper.load_encoder``
+    (they fork from this process)."""
+    import shutil
+
+    import soundfile as sf
+    import torch
+
+    import mmfer.features.whisper as whisper
+    from mmfer.config import FeatureConfig, load_config
+    from mmfer.corpora import read_corpus
+    from mmfer.features import extractors
+    from mmfer.features.prepare import prepare
+    from mmfer.training.cv import run_cv
+
+    torch.set_num_threads(2)
+    load = whisper.load_encoder
+    audio_seconds = sum(sf.info(p).duration for p in read_corpus(RAVDESS).table["audio"])
+    out = {"corpus": str(RAVDESS), "audio_seconds": round(audio_seconds, 1),
+           "protocol": "kfold-speaker, 6 folds (as benchmarks/real.py)"}
+    for name in ("float32", "fused"):
+        whisper.load_encoder = load if name == "float32" else (lambda *a, **k: fused_encoder(load(*a, **k)))
+        store = work / f"ravdess-{name}"
+        shutil.rmtree(store, ignore_errors=True)
+        extractors._CACHE.clear()  # no encoder built before the swap (the workers fork from this process)
+        t = time.perf_counter()
+        prepare(RAVDESS, store, features=FeatureConfig(streams=["acoustic", "functionals", "pooled"]),
+                progress=False, warn=lambda m: None)
+        seconds = time.perf_counter() - t
+        row = {"prepare_seconds": round(seconds, 1), "prepare_x_real_time": round(audio_seconds / seconds, 1)}
+        for model in ("audio-whisper-linear", "audio"):
+            cfg = load_config(None, {"train": {"protocol": "kfold-speaker", "folds": 6, "threads": 2}})
+            s = run_cv(store, model, cfg, store / "runs" / model, progress=False, echo=lambda m: None)
+            row[model] = {"ua": round(100 * s["ua"]["mean"], 1), "ua_std": round(100 * s["ua"]["std"], 1),
+                          "seconds_per_fold": round(s["seconds_per_fold"]["mean"], 1)}
+        out[name] = row
+        print(name, json.dumps(row), flush=True)
+    whisper.load_encoder = load
+    return out
 
 
 if __name__ == "__main__":
