@@ -56,6 +56,22 @@ def test_protocols():
         make_folds(t, protocol="loso-session")
 
 
+def test_normaliser_z_scores_into_a_new_float32_array_and_clips():
+    """Stored frames are float16: z-scores come out float32, equal to (a - mean) / std, clipped when asked,
+    and the input (a memory-mapped store's array, a predictor's features) is never written."""
+    from mmfer.data import Normalizer, prepare_stream
+
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal((9, 6)) * 4).astype(np.float16)
+    before = a.copy()
+    mean, std = rng.standard_normal(6).astype(np.float32), (rng.random(6) + 0.5).astype(np.float32)
+    z = prepare_stream("acoustic", a, Normalizer(mean, std), 1)
+    assert z.dtype == np.float32 and np.array_equal(z, (a.astype(np.float32) - mean) / std)
+    clipped = Normalizer(mean, std, clip=2.0)(a)
+    assert np.array_equal(clipped, np.clip((a - mean) / std, -2.0, 2.0)) and np.abs(clipped).max() == 2.0
+    assert np.array_equal(a, before)
+
+
 def test_speaker_normalisation_uses_each_speakers_own_statistics(store):
     fs = FeatureStore(store)
     table = fs.corpus.table

@@ -47,8 +47,9 @@ class Normalizer:
         return stats.normalizer()
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
-        z = (a - self.mean) / self.std
-        return z if self.clip is None else np.clip(z, -self.clip, self.clip)
+        z = a - self.mean  # a new array (float32 for float16 features): divided and clipped in place
+        z /= self.std
+        return z if self.clip is None else np.clip(z, -self.clip, self.clip, out=z)
 
     @classmethod
     def identity(cls, dim: int) -> Normalizer:
@@ -300,7 +301,7 @@ def fold_nbytes(store: FeatureStore, ids: list[str], kinds: list[str], frame_red
 
 def prepare_stream(name: str, a: np.ndarray, norm: Normalizer, frame_reduction: int) -> np.ndarray:
     """Normalise one utterance's rows of stream ``name``, and average frames where the stream allows it."""
-    a = reduce_frames(norm(a).astype(np.float32), frame_reduction if stream(name).reducible else 1)
+    a = reduce_frames(norm(a).astype(np.float32, copy=False), frame_reduction if stream(name).reducible else 1)
     if len(a) == 0:  # e.g. a transcript with no words: one zero step keeps every model well defined
         a = np.zeros((1, a.shape[1]), np.float32)
     return a
