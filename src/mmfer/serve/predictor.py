@@ -169,8 +169,9 @@ class Predictor:
 
     def _audio_many_unlocked(self, todo: list[int], requests: list[Request]) -> dict[int, dict[str, np.ndarray]]:
         """The audio features of requests ``todo``, an encoder's passes batched (several utterances per call,
-        each as if alone: 1.2-1.3x on the CPU); {} when not needed, or when one signal fails (each is then
-        computed alone, so the error is that request's own)."""
+        each as if alone: the Whisper encoder about 1.15x faster for 16 sample-corpus requests on one thread);
+        {} when not needed, or when one signal fails (each is then computed alone, so the error is that
+        request's own)."""
         if not self.needs_audio or len(todo) < 2:
             return {}
         kinds = self.audio_kinds()
