@@ -5,13 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TRAINED_FOLDS
 from mmfer.corpora import read_corpus
 from mmfer.features.audio import load_audio
 from mmfer.runs import export
-from mmfer.serve.predictor import Predictor
+from mmfer.serve.predictor import Predictor, top_spans
 
 
 def _utt(sample_corpus: Path):
@@ -41,8 +42,13 @@ def test_predict_json_from_runs_folder(trained_runs, sample_corpus):
     assert sum(res["frames"]["attention"]) == pytest.approx(1, abs=1e-4)
     dur = len(load_audio(row["audio"])) / 16000
     step = res["frames"]["seconds_per_step"]
+    assert res["frames"]["offset_seconds"] == 0  # the default encodes every sample (features.whisper_trim 0)
     assert abs(len(res["frames"]["attention"]) * step - dur) <= step  # the last step may be part-filled
     assert len(res["top_spans"]) == 3 and all(0 <= s["start"] < s["end"] <= dur + 0.05 for s in res["top_spans"])
+    # frames that start later (trimmed quiet): the spans are placed from the signal's start
+    late = top_spans(np.array(res["frames"]["attention"]), step, 3, offset=0.5)
+    assert [x - 0.5 for s in late for x in (s["start"], s["end"])] == pytest.approx(
+        [x for s in res["top_spans"] for x in (s["start"], s["end"])], abs=1e-3)
 
 
 def test_predict_without_text_uses_audio_model_or_says_why(trained_runs, sample_corpus):

@@ -72,6 +72,10 @@ def test_frame_attention_boundaries_at_wdseg_times(iemocap_root: Path):
     # the attention steps cover exactly 60 x 30 ms
     patch = fig.axes[1].patches[0]
     assert patch.get_path().vertices[:, 0].max() == pytest.approx(1.8)
+    # frames that start later (the extractor left out the leading quiet) are drawn where they are
+    late = plots.frame_attention(np.zeros(16000 * 3), 16000, np.full(60, 1 / 60), 0.03, offset=0.4)
+    xs = late.axes[1].patches[0].get_path().vertices[:, 0]
+    assert xs.min() == pytest.approx(0.4) and xs.max() == pytest.approx(2.2)
 
 
 def test_report_refuses_unfinished_run(tmp_path):

@@ -135,6 +135,34 @@ def test_prediction_runs_bfloat16_models_in_float32_where_bfloat16_is_emulated(m
         predictor.Predictor("no-such-model", whisper_precision="fast")
 
 
+def test_quiet_edges_are_not_encoded_and_frames_keep_the_signals_time_grid(encoder):
+    from mmfer.features.audio import frame_offset, speech_span
+    from mmfer.features.extractors import pass_key
+    from mmfer.features.whisper import WhisperEncoderFeatures
+
+    rng = np.random.default_rng(3)
+    speech = _speechlike(1.5)
+    x = np.concatenate([1e-4 * rng.normal(size=SAMPLE_RATE), speech, 1e-4 * rng.normal(size=int(0.8 * SAMPLE_RATE))])
+    x = x.astype(np.float32)
+    a, b = speech_span(x, 40.0)
+    assert a % 320 == 0 and abs(a / SAMPLE_RATE - 0.75) <= 0.02 and abs(b / SAMPLE_RATE - 2.75) <= 0.02
+    assert speech_span(x, 0.0) == (0, len(x))  # 0: everything
+    assert speech_span(x + 0.02 * rng.normal(size=len(x)).astype(np.float32), 40.0) == (0, len(x))  # a noise floor
+    assert speech_span(x[:100], 40.0) == (0, 100)  # shorter than two steps
+    trimmed = WhisperEncoderFeatures(precision="float32", trim_db=40)
+    out = trimmed.extract_streams(x)
+    assert len(out["acoustic"]) == int(np.ceil((b - a) / 320)) < len(x) / 320
+    assert np.array_equal(out["acoustic"], encoder.extract_streams(x[a:b])["acoustic"])
+    together = trimmed.extract_many([x, speech], ("acoustic", "pooled"))
+    assert together[0]["acoustic"].shape == out["acoustic"].shape
+    assert np.allclose(together[0]["pooled"], out["pooled"], rtol=1e-4, atol=1e-3)
+    # the trim is part of the pass's settings (a store made without it is not reused) and gives the offset
+    settings = trimmed.settings("acoustic")
+    assert settings["trim_db"] == 40 and pass_key(settings) != pass_key(encoder.settings("acoustic"))
+    assert frame_offset(settings, x) == a / SAMPLE_RATE and frame_offset(encoder.settings("acoustic"), x) == 0
+    assert frame_offset({"hop_seconds": 0.01}, x) == 0 and frame_offset(settings, None) == 0
+
+
 def test_settings_rebuild_one_pass_for_both_streams(encoder):
     from mmfer.features.extractors import extractor_from_settings, pass_key, passes
 

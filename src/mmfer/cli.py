@@ -103,6 +103,10 @@ def prepare_cmd(
                                       "utterances with silence to this many seconds before encoding (0 = the "
                                       "utterance's own length, the default; 30 = Whisper's training window, about "
                                       "10x the compute)."),
+    whisper_trim: float = typer.Option(None, "--whisper-trim", min=0, max=120, help="With whisper: leading and "
+                                       "trailing audio more than this many dB below the utterance's loudest 20 ms "
+                                       "is not encoded (0.25 s kept either side; 0 = encode all, the default; 40: "
+                                       "RAVDESS 1.4x faster, accuracy mixed: docs/features.md)."),
     whisper_precision: str = typer.Option(None, "--whisper-precision", help="With whisper on the CPU: auto "
                                           "(default: bfloat16 where the processor computes it natively, about 2x "
                                           "faster; else float32), float32 or bfloat16."),
@@ -138,7 +142,8 @@ def prepare_cmd(
     from mmfer.config import load_config
 
     given = {"acoustic": acoustic, "lexical": lexical, "workers": workers, "ssl_layers": layers, "ssl_pool": pool,
-             "lexical_layers": lexical_layers, "whisper_pad": whisper_pad, "whisper_precision": whisper_precision,
+             "lexical_layers": lexical_layers, "whisper_pad": whisper_pad, "whisper_trim": whisper_trim,
+             "whisper_precision": whisper_precision,
              "streams": [x.strip() for x in streams.split(",") if x.strip()] if streams else None}
     cfg = load_config(config, {"features": {k: v for k, v in given.items() if v is not None}})
     rec = None

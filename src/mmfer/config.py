@@ -34,6 +34,9 @@ class FeatureConfig(_Strict):
     whisper_pad: float = Field(0.0, ge=0, le=30, description="Whisper encoder: shorter utterances are padded with "
                                "silence to this many seconds before encoding (30 = Whisper's training window; 0 = "
                                "the utterance's own length); only the speech's frames are kept")
+    whisper_trim: float = Field(0.0, ge=0, le=120, description="Whisper encoder: leading and trailing audio more "
+                                "than this many dB below the utterance's loudest 20 ms is not encoded (0.25 s kept "
+                                "either side; 0 = encode everything)")
     whisper_precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Whisper encoder on the CPU: 'auto' = bfloat16 where the processor computes it natively "
                             "(about 2x faster, features within 2e-4 cosine of float32 on average), else float32; "

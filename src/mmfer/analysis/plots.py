@@ -83,15 +83,17 @@ def gate_distribution(gate, true: list[str], correct, classes: list[str]) -> Fig
 
 
 def frame_attention(signal: np.ndarray | None, sample_rate: int, attention, frame_seconds: float,
-                    words: list[str] | None = None, starts=None, ends=None, title: str = "") -> Figure:
+                    words: list[str] | None = None, starts=None, ends=None, title: str = "",
+                    offset: float = 0.0) -> Figure:
     """Frame attention drawn over the waveform, with forced-alignment word boundaries and the words.
 
-    Attention step i covers [i * frame_seconds, (i + 1) * frame_seconds). Word boundaries are vertical
-    lines (gid ``word-boundary``) at the alignment's start/end times.
+    Attention step i covers [offset + i * frame_seconds, offset + (i + 1) * frame_seconds) (``offset``: where
+    the frames start when the extractor left out leading quiet). Word boundaries are vertical lines (gid
+    ``word-boundary``) at the alignment's start/end times.
     """
     att = np.asarray(attention, float)
     fig, ax = plt.subplots(figsize=(8, 2.4), dpi=110)
-    duration = len(att) * frame_seconds
+    duration = offset + len(att) * frame_seconds
     if signal is not None and len(signal):
         t = np.arange(len(signal)) / sample_rate
         step = max(1, len(signal) // 4000)
@@ -100,7 +102,7 @@ def frame_attention(signal: np.ndarray | None, sample_rate: int, attention, fram
     ax.set_ylim(-1.05, 1.05)
     ax.set_yticks([])
     ax2 = ax.twinx()
-    edges = np.arange(len(att) + 1) * frame_seconds
+    edges = offset + np.arange(len(att) + 1) * frame_seconds
     ax2.stairs(att, edges, fill=True, color="#d62728", alpha=0.35)
     ax2.set_ylim(0, max(att.max() * 1.15, 1e-6) if len(att) else 1)
     ax2.set_ylabel("attention", fontsize=8)

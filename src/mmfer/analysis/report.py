@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mmfer.analysis import plots
-from mmfer.features.audio import SAMPLE_RATE
+from mmfer.features.audio import SAMPLE_RATE, frame_offset
 from mmfer.io import write_text
 from mmfer.runs import Run, find_runs
 from mmfer.streams import STREAMS
@@ -182,9 +182,10 @@ def _examples(runs: list[Run], table: pd.DataFrame | None, n: int) -> str:
                     signal, sr = _read_audio(meta["audio"])
                     if meta["word_start"] is not None:
                         words, starts, ends = list(meta["words"]), list(meta["word_start"]), list(meta["word_end"])
+                offset = frame_offset(run.provenance.get("features", {}).get(s.name, {}), signal, sr)
                 parts.append(_img(plots.frame_attention(signal, sr, row[s.attention_column], run.steps[s.name], words,
-                                                        starts, ends, "frame attention over the waveform"),
-                                  "frame attention"))
+                                                        starts, ends, "frame attention over the waveform",
+                                                        offset=offset), "frame attention"))
         parts.append("</div>")
     parts.append("</section>")
     return "".join(parts)

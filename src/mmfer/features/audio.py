@@ -215,3 +215,33 @@ def has_speech(x: np.ndarray, sample_rate: int = SAMPLE_RATE, frame_seconds: flo
     n = max(1, int(sample_rate * frame_seconds))
     frames = x[: len(x) // n * n].reshape(-1, n) if len(x) >= n else x[None]
     return bool(len(frames)) and float(np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1)).max()) >= SILENCE_RMS
+
+
+def speech_span(x: np.ndarray, top_db: float, margin: float = 0.25, step: float = 0.02,
+                sample_rate: int = SAMPLE_RATE) -> tuple[int, int]:
+    """(start, end) in samples of ``x`` without its leading and trailing quiet: the first and last ``step``
+    frame whose RMS is within ``top_db`` dB of the loudest, widened by ``margin`` seconds each side.
+
+    ``start`` is a multiple of ``step`` so that frames computed on the cut keep the whole signal's time grid
+    (frame i of the cut starts at ``start / sample_rate + i * step``). ``top_db <= 0`` keeps everything.
+    Relative to the loudest frame, so the level of the recording does not matter; a constant noise floor
+    within ``top_db`` of the speech keeps everything (nothing is lost, only nothing is saved).
+    """
+    hop = int(round(step * sample_rate))
+    n = len(x) // hop
+    if top_db <= 0 or n < 2:
+        return 0, len(x)
+    power = (x[: n * hop].astype(np.float32).reshape(n, hop) ** 2).mean(axis=1, dtype=np.float64)
+    loud = np.flatnonzero(power >= power.max() * 10 ** (-top_db / 10))
+    pad = int(round(margin / step))
+    first, last = max(0, int(loud[0]) - pad), min(n, int(loud[-1]) + 1 + pad)
+    return first * hop, (len(x) if last >= n else last * hop)
+
+
+def frame_offset(settings: dict, signal: np.ndarray | None, sample_rate: int = SAMPLE_RATE) -> float:
+    """Seconds from the start of ``signal`` to a frames stream's first frame: 0 unless the extractor left
+    out the leading quiet (``trim_db`` in the stream's settings), which :func:`speech_span` finds again."""
+    trim = float(settings.get("trim_db") or 0.0)
+    if signal is None or trim <= 0:
+        return 0.0
+    return speech_span(signal, trim, sample_rate=sample_rate)[0] / sample_rate

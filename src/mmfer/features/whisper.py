@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from mmfer.errors import MmferError
-from mmfer.features.audio import SAMPLE_RATE, load_audio
+from mmfer.features.audio import SAMPLE_RATE, load_audio, speech_span
 from mmfer.features.base import register_extractor, resolve_device
 from mmfer.weights import MODEL_BIN_SHA256, WEIGHTS_HINT, WHISPER, bundled_whisper_dir, cache_dir
 
@@ -302,15 +302,17 @@ class WhisperEncoderFeatures:
     input = "audio"
     wants_gpu = True
     pass_keys = ("extractor", "name", "source", "model", "pad_seconds", "layers", "pool_layers", "transformers",
-                 "sample_rate", "precision")
+                 "sample_rate", "precision", "trim_db")
 
     def __init__(self, source: str = "bundled", pad_seconds: float = 0.0, layers: str = "all",
-                 pool_layers: str = "all", device: str = "auto", kind: str = "acoustic", precision: str = "auto"):
+                 pool_layers: str = "all", device: str = "auto", kind: str = "acoustic", precision: str = "auto",
+                 trim_db: float = 0.0):
         if not 0 <= float(pad_seconds) <= WINDOW_SECONDS:
             raise MmferError(f"Whisper padding {pad_seconds} s: choose 0 (the utterance's own length) to "
                              f"{WINDOW_SECONDS:g} (Whisper's window)")
         self.source = str(source)
         self.pad_seconds = float(pad_seconds)
+        self.trim_db = float(trim_db)
         self.layer_spec, self.pool_spec = str(layers), str(pool_layers)
         self.device_spec = device
         self.kind = kind
@@ -345,7 +347,8 @@ class WhisperEncoderFeatures:
     def from_settings(cls, settings: dict):
         # stores made before the precision was recorded were float32
         return cls(settings["source"], settings["pad_seconds"], settings["layers"], settings["pool_layers"],
-                   kind=settings["kind"], precision=settings.get("precision", "float32"))
+                   kind=settings["kind"], precision=settings.get("precision", "float32"),
+                   trim_db=settings.get("trim_db", 0.0))  # stores made before trimming kept every frame
 
     @classmethod
     def from_config(cls, features, kind: str = "acoustic"):
@@ -353,7 +356,7 @@ class WhisperEncoderFeatures:
         # the frames' layers are the acoustic stream's setting only when Whisper fills it (else e.g. hf:PATH's)
         layers = features.ssl_layers if source is not None else "all"
         return cls(source or "bundled", features.whisper_pad, layers, features.pooled_layers, kind=kind,
-                   precision=features.whisper_precision)
+                   precision=features.whisper_precision, trim_db=features.whisper_trim)
 
     @staticmethod
     def accepts(features) -> bool:
@@ -365,7 +368,8 @@ class WhisperEncoderFeatures:
 
         return {"extractor": self.family, "name": self.name, "source": self.source, "model": self.digest,
                 "pad_seconds": self.pad_seconds, "layers": self.layer_spec, "pool_layers": self.pool_spec,
-                "transformers": transformers.__version__, "sample_rate": SAMPLE_RATE, "precision": self.precision}
+                "transformers": transformers.__version__, "sample_rate": SAMPLE_RATE, "precision": self.precision,
+                "trim_db": self.trim_db}
 
     def settings(self, kind: str | None = None) -> dict:
         kind = kind or self.kind
@@ -447,9 +451,22 @@ class WhisperEncoderFeatures:
             out["pooled"] = np.concatenate([mean, std], axis=-1).reshape(1, -1).astype(np.float32)
         return out
 
+    def span(self, x: np.ndarray) -> tuple[int, int]:
+        """(start, end) in samples of what is encoded: the whole signal, or without its leading and trailing
+        quiet (``trim_db``); the frames start at ``start / SAMPLE_RATE`` seconds."""
+        return speech_span(x, self.trim_db)
+
+    def offset_seconds(self, x: np.ndarray) -> float:
+        """Where the first frame of ``x`` starts (0 unless the edges are trimmed)."""
+        return self.span(x)[0] / SAMPLE_RATE
+
+    def _cut(self, x: np.ndarray) -> np.ndarray:
+        a, b = self.span(x)
+        return x[a:b]
+
     def extract_streams(self, x: np.ndarray, kinds=("acoustic", "pooled")) -> dict[str, np.ndarray]:
         """One encoder pass over a 16 kHz mono signal -> the asked streams' arrays."""
-        return self.split(self._frames(x), kinds)
+        return self.split(self._frames(self._cut(x)), kinds)
 
     def extract(self, x: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
         if sr != SAMPLE_RATE:
@@ -462,6 +479,7 @@ class WhisperEncoderFeatures:
         so that a call's rows are of similar length, at most BATCH_SECONDS of (padded) audio per call;
         longer ones window by window."""
         kinds = kinds or (self.kind,)
+        signals = [self._cut(x) for x in signals]
         out: list[dict | None] = [None] * len(signals)
         single: list[tuple[int, int]] = []  # (encoded length in samples, index)
         for i, x in enumerate(signals):
@@ -469,7 +487,7 @@ class WhisperEncoderFeatures:
             if len(w) == 1:
                 single.append((w[0][2], i))
             else:
-                out[i] = self.extract_streams(x, kinds)
+                out[i] = self.split(self._frames(x), kinds)
         single.sort()
         budget = BATCH_SECONDS["cuda" if self.device == "cuda" else "cpu"] * SAMPLE_RATE
         k = 0

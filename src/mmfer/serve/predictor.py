@@ -27,7 +27,7 @@ from mmfer.data import (
     sentence_vector,
 )
 from mmfer.errors import MmferError, NoSpeech
-from mmfer.features.audio import SAMPLE_RATE, has_speech
+from mmfer.features.audio import SAMPLE_RATE, frame_offset, has_speech
 from mmfer.features.extractors import extract_audio, extract_audio_many, extractor_from_settings, pass_key
 from mmfer.features.lexical import BUNDLED as BUNDLED_TEXT
 from mmfer.models.inference import infer
@@ -349,8 +349,10 @@ class Predictor:
                                    for w, x, (s, e, how) in zip(words, w_att, times)]
                 result["top_words"] = [d["word"] for d in sorted(result["words"], key=lambda d: -d["attention"])[:top]]
             elif k in self.steps:
-                result["frames"] = {"seconds_per_step": self.steps[k], "attention": [float(x) for x in a]}
-                result["top_spans"] = top_spans(a, self.steps[k], top)
+                offset = frame_offset(self.features[k], r.signal)
+                result["frames"] = {"seconds_per_step": self.steps[k], "offset_seconds": offset,
+                                    "attention": [float(x) for x in a]}
+                result["top_spans"] = top_spans(a, self.steps[k], top, offset=offset)
         return result
 
 
@@ -389,8 +391,9 @@ class Request:
     audio: dict[str, np.ndarray] | None = None
 
 
-def top_spans(att: np.ndarray, step: float, n: int, width: float = 0.3) -> list[dict]:
-    """The n most-attended, non-overlapping windows of ``width`` seconds."""
+def top_spans(att: np.ndarray, step: float, n: int, width: float = 0.3, offset: float = 0.0) -> list[dict]:
+    """The n most-attended, non-overlapping windows of ``width`` seconds (times from the signal's start: the
+    first step starts at ``offset``)."""
     k = max(1, int(round(width / step)))
     sums = np.convolve(att, np.ones(k), mode="valid") if len(att) >= k else np.array([att.sum()])
     spans, used = [], np.zeros(len(sums), bool)
@@ -398,7 +401,8 @@ def top_spans(att: np.ndarray, step: float, n: int, width: float = 0.3) -> list[
         if used[max(0, i - k + 1): i + k].any():
             continue
         used[i] = True
-        spans.append({"start": round(i * step, 3), "end": round((i + k) * step, 3), "attention": float(sums[i])})
+        spans.append({"start": round(offset + i * step, 3), "end": round(offset + (i + k) * step, 3),
+                      "attention": float(sums[i])})
         if len(spans) == n:
             break
     return sorted(spans, key=lambda s: -s["attention"])
