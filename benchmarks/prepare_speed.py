@@ -1,9 +1,12 @@
-"""`prepare` wall time with openSMILE's graph kept between calls (``features.smile_fork``, the default) and
-without it (``opensmile.Smile`` per signal, as before), in alternating rounds on the same corpus and machine:
-timings on these 2-core machines move by 10-20 % from run to run, so one run of each says little. Writes JSON
-(default benchmarks/results/prepare_speed.json).
+"""`prepare` wall time of two variants in alternating rounds on the same corpus and machine: timings on these
+2-core machines move by 10-20 % from run to run, so one run of each says little.
 
-    python benchmarks/prepare_speed.py [--corpus CSV|DIR] [--streams acoustic,functionals,pooled] [--rounds 2]
+* ``--compare smile`` (default): openSMILE's graph kept between calls (``features.smile_fork``, the default)
+  against ``opensmile.Smile`` per signal, as before. Writes benchmarks/results/prepare_speed.json.
+* ``--compare trim``: the Whisper encoder without the utterances' quiet edges (``features.whisper_trim`` 40 dB,
+  the default) against every sample encoded (0). Writes benchmarks/results/prepare_trim.json.
+
+    python benchmarks/prepare_speed.py [--compare smile|trim] [--corpus CSV|DIR] [--streams ...] [--rounds 2]
 
 Default corpus: RAVDESS from ../shared/data (89 min of audio; the streams of benchmarks/real.py's store).
 Both stores are compared at the end: the functionals must be the same bytes.
@@ -33,15 +36,21 @@ sys.path.insert(0, str(HERE))
 
 from opensmile_calls import cpu_name  # noqa: E402  (benchmarks/opensmile_calls.py)
 
+VARIANTS = {  # name -> (openSMILE's graph kept, feature overrides)
+    "smile": {"forked": (True, {}), "per_call": (False, {})},
+    "trim": {"trim40": (True, {"whisper_trim": 40.0}), "untrimmed": (True, {"whisper_trim": 0.0})},
+}
 
-def timed(corpus: Path, store: Path, streams: list[str], forked: bool) -> float:
+
+def timed(corpus: Path, store: Path, streams: list[str], forked: bool, overrides: dict | None = None) -> float:
     """One fresh `prepare` (its pool's workers are forked from here, so they inherit the switch)."""
     real = smile_fork.available
     smile_fork.available = real if forked else (lambda: False)
     try:
         shutil.rmtree(store, ignore_errors=True)
         t = time.perf_counter()
-        prepare(corpus, store, streams=streams, progress=False, warn=lambda m: None, allow_outside=True)
+        prepare(corpus, store, streams=streams, progress=False, warn=lambda m: None, allow_outside=True,
+                **(overrides or {}))
         return time.perf_counter() - t
     finally:
         smile_fork.available = real
@@ -49,11 +58,16 @@ def timed(corpus: Path, store: Path, streams: list[str], forked: bool) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", choices=sorted(VARIANTS), default="smile")
     ap.add_argument("--corpus", type=Path, default=RAVDESS)
     ap.add_argument("--streams", default="acoustic,functionals,pooled")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "prepare_speed.json")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    args.out = args.out or HERE / "results" / ("prepare_speed.json" if args.compare == "smile" else
+                                               f"prepare_{args.compare}.json")
+    variants = VARIANTS[args.compare]
+    first, second = variants
     import torch
 
     from mmfer.features.whisper import native_bfloat16
@@ -62,17 +76,19 @@ def main() -> None:
     table = read_corpus(args.corpus).table
     seconds = sum(sf.info(a).duration for a in table["audio"])
     work = Path(tempfile.mkdtemp(prefix="mmfer-prepare-"))
-    runs: dict[str, list[float]] = {"forked": [], "per_call": []}
+    runs: dict[str, list[float]] = {first: [], second: []}
     for r in range(args.rounds):
-        for name in ("forked", "per_call") if r % 2 == 0 else ("per_call", "forked"):
-            runs[name].append(round(timed(args.corpus, work / name, streams, name == "forked"), 1))
+        for name in (first, second) if r % 2 == 0 else (second, first):
+            forked, overrides = variants[name]
+            runs[name].append(round(timed(args.corpus, work / name, streams, forked, overrides), 1))
             print(name, runs[name][-1], "s", flush=True)
     same = None
     if "functionals" in streams:
-        a, b = (FeatureStore(work / n).features["functionals"].path / "data.npy" for n in ("forked", "per_call"))
+        a, b = (FeatureStore(work / n).features["functionals"].path / "data.npy" for n in (first, second))
         same = np.array_equal(np.load(a), np.load(b))
     shutil.rmtree(work, ignore_errors=True)
-    result = {"machine": cpu_name(), "cores": torch.get_num_threads(), "native_bfloat16": native_bfloat16(),
+    result = {"compare": args.compare, "variants": {k: v[1] for k, v in variants.items()},
+              "machine": cpu_name(), "cores": torch.get_num_threads(), "native_bfloat16": native_bfloat16(),
               "corpus": str(args.corpus), "utterances": len(table), "audio_seconds": round(seconds, 1),
               "streams": streams, "seconds": runs,
               "x_real_time": {k: [round(seconds / s, 1) for s in v] for k, v in runs.items()},

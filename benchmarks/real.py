@@ -4,6 +4,10 @@ README's "Real data" table from that file.
 
     python benchmarks/real.py [--data ../shared/data] [--work DIR] [--only ravdess|meld] [--out FILE]
     python benchmarks/real.py --table [--out FILE]
+    python benchmarks/real.py --only ravdess --feature whisper_trim=40 --work /tmp/mmfer-trim --out FILE
+
+``--feature KEY=VALUE`` (repeatable) changes a ``features`` setting for every store and row of the run
+(recorded in the results' ``features``): a whole table under another setting, kept beside the default one.
 
 * RAVDESS (audio, 8 classes): kfold-speaker, 6 folds of 4 actors (A01-04, A05-08, ...), UA headline.
 * MELD (text, 7 classes): the official split (train / dev chooses the epoch / test), weighted F1 headline.
@@ -100,7 +104,8 @@ def two_emotions(manifest: Path, out: Path) -> Path:
     return out
 
 
-def prepare_store(data: Path, work: Path, corpus: str, acoustic: str = "whisper") -> Path:
+def prepare_store(data: Path, work: Path, corpus: str, acoustic: str = "whisper", features: dict | None = None
+                  ) -> Path:
     from mmfer.config import FeatureConfig
     from mmfer.features.prepare import prepare
 
@@ -110,13 +115,14 @@ def prepare_store(data: Path, work: Path, corpus: str, acoustic: str = "whisper"
     if c.get("subset") == "two_emotions":
         manifest = two_emotions(manifest, work / f"{corpus}.csv")
     t = time.perf_counter()
-    prepare(manifest, store, features=FeatureConfig(streams=c["streams"].split(","), acoustic=acoustic),
+    prepare(manifest, store, features=FeatureConfig(**{**(features or {}), "streams": c["streams"].split(","),
+                                                       "acoustic": acoustic}),
             progress=False, warn=lambda m: None)
     print(f"{corpus}: store ready in {time.perf_counter() - t:.0f} s", flush=True)
     return store
 
 
-def run(data: Path, work: Path, only: str | None) -> list[dict]:
+def run(data: Path, work: Path, only: str | None, features: dict | None = None) -> list[dict]:
     from mmfer.config import load_config
     from mmfer.training.cv import run_cv
 
@@ -126,10 +132,11 @@ def run(data: Path, work: Path, only: str | None) -> list[dict]:
         if only and corpus not in only:
             continue
         if corpus not in stores:
-            stores[corpus] = prepare_store(data, work, corpus)
+            stores[corpus] = prepare_store(data, work, corpus, features=features)
         # other frames: the same store, their folder added (the others are reused) and made current
-        prepare_store(data, work, corpus, overrides.get("features", {}).get("acoustic", "whisper"))
+        prepare_store(data, work, corpus, overrides.get("features", {}).get("acoustic", "whisper"), features)
         ov = {k: dict(v) for k, v in overrides.items()}
+        ov["features"] = {**(features or {}), **ov.get("features", {})}
         ov["train"] = {**CORPORA[corpus]["train"], "threads": 2, **ov.get("train", {})}
         cfg = load_config(None, ov)
         t = time.perf_counter()
@@ -231,7 +238,17 @@ def main() -> None:
     ap.add_argument("--only", choices=sorted(CORPORA), action="append", help="corpora to run (repeatable)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "real.json")
     ap.add_argument("--table", action="store_true", help="print the README table from --out and exit")
+    ap.add_argument("--feature", action="append", default=[], metavar="KEY=VALUE",
+                    help="a features setting for the whole run (repeatable), e.g. whisper_trim=40")
     a = ap.parse_args()
+    import yaml
+
+    features = {}
+    for kv in a.feature:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise SystemExit(f"--feature {kv}: expected KEY=VALUE, e.g. whisper_trim=40")
+        features[key.strip()] = yaml.safe_load(value)
     if a.table:
         results = json.loads(a.out.read_text())
         print(table(results) + "\n\n" + comparison_table(results))
@@ -240,7 +257,7 @@ def main() -> None:
         raise SystemExit(f"real data not found under {a.data} (expected ravdess/ and meld/ manifests)")
     import torch
 
-    rows = run(a.data.resolve(), a.work, a.only)
+    rows = run(a.data.resolve(), a.work, a.only, features)
     old = json.loads(a.out.read_text())["rows"] if a.out.is_file() else []
     keep = [r for r in old if a.only and r["corpus"] not in a.only]
     all_rows = sorted(keep + rows, key=_order)
@@ -249,7 +266,7 @@ def main() -> None:
             if c["corpus"] not in ran]
     fresh = comparisons([r for r in rows if r.get("intervals")], a.work)
     results = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-               "date": time.strftime("%Y-%m-%d"), "rows": all_rows,
+               "date": time.strftime("%Y-%m-%d"), "features": features, "rows": all_rows,
                "comparisons": sorted(kept + fresh, key=lambda c: [v[0] for v in VERSUS].index(c["corpus"]))}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")
