@@ -369,7 +369,8 @@ class WhisperEncoderFeatures:
         return {"extractor": self.family, "name": self.name, "source": self.source, "model": self.digest,
                 "pad_seconds": self.pad_seconds, "layers": self.layer_spec, "pool_layers": self.pool_spec,
                 "transformers": transformers.__version__, "sample_rate": SAMPLE_RATE, "precision": self.precision,
-                "trim_db": self.trim_db}
+                # recorded only when used: stores made before the option keep their folders (and stay reused)
+                **({"trim_db": self.trim_db} if self.trim_db > 0 else {})}
 
     def settings(self, kind: str | None = None) -> dict:
         kind = kind or self.kind
@@ -453,12 +454,9 @@ class WhisperEncoderFeatures:
 
     def span(self, x: np.ndarray) -> tuple[int, int]:
         """(start, end) in samples of what is encoded: the whole signal, or without its leading and trailing
-        quiet (``trim_db``); the frames start at ``start / SAMPLE_RATE`` seconds."""
+        quiet (``trim_db``); the frames start at ``start / SAMPLE_RATE`` seconds
+        (:func:`~mmfer.features.audio.frame_offset` finds it again from the settings)."""
         return speech_span(x, self.trim_db)
-
-    def offset_seconds(self, x: np.ndarray) -> float:
-        """Where the first frame of ``x`` starts (0 unless the edges are trimmed)."""
-        return self.span(x)[0] / SAMPLE_RATE
 
     def _cut(self, x: np.ndarray) -> np.ndarray:
         a, b = self.span(x)
