@@ -231,7 +231,7 @@ def speech_span(x: np.ndarray, top_db: float, margin: float = 0.25, step: float 
     n = len(x) // hop
     if top_db <= 0 or n < 2:
         return 0, len(x)
-    power = (x[: n * hop].astype(np.float32).reshape(n, hop) ** 2).mean(axis=1, dtype=np.float64)
+    power = (x[: n * hop].astype(np.float32, copy=False).reshape(n, hop) ** 2).mean(axis=1, dtype=np.float64)
     loud = np.flatnonzero(power >= power.max() * 10 ** (-top_db / 10))
     pad = int(round(margin / step))
     first, last = max(0, int(loud[0]) - pad), min(n, int(loud[-1]) + 1 + pad)

@@ -452,14 +452,10 @@ class WhisperEncoderFeatures:
             out["pooled"] = np.concatenate([mean, std], axis=-1).reshape(1, -1).astype(np.float32)
         return out
 
-    def span(self, x: np.ndarray) -> tuple[int, int]:
-        """(start, end) in samples of what is encoded: the whole signal, or without its leading and trailing
-        quiet (``trim_db``); the frames start at ``start / SAMPLE_RATE`` seconds
-        (:func:`~mmfer.features.audio.frame_offset` finds it again from the settings)."""
-        return speech_span(x, self.trim_db)
-
     def _cut(self, x: np.ndarray) -> np.ndarray:
-        a, b = self.span(x)
+        """What is encoded: the whole signal, or without its leading and trailing quiet (``trim_db``); the
+        frames then start at the cut, which :func:`~mmfer.features.audio.frame_offset` finds again."""
+        a, b = speech_span(x, self.trim_db)
         return x[a:b]
 
     def extract_streams(self, x: np.ndarray, kinds=("acoustic", "pooled")) -> dict[str, np.ndarray]:

@@ -54,7 +54,7 @@ def pictures(result: dict, signal) -> dict:
             ends = [w["end"] for w in words]
         out["frame_attention"] = _png(plots.frame_attention(
             signal, SAMPLE_RATE, result["frames"]["attention"], result["frames"]["seconds_per_step"], names, starts,
-            ends, f"frame attention over the waveform ({timing})", offset=result["frames"].get("offset_seconds", 0.0)))
+            ends, f"frame attention over the waveform ({timing})", offset=result["frames"]["offset_seconds"]))
     if words:
         out["word_attention"] = _png(plots.word_attention([w["word"] for w in words],
                                                           [w["attention"] for w in words], "word attention"))
