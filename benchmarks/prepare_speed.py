@@ -3,10 +3,13 @@
 
 * ``--compare smile`` (default): openSMILE's graph kept between calls (``features.smile_fork``, the default)
   against ``opensmile.Smile`` per signal, as before. Writes benchmarks/results/prepare_speed.json.
-* ``--compare trim``: the Whisper encoder without the utterances' quiet edges (``features.whisper_trim`` 40 dB,
-  the default) against every sample encoded (0). Writes benchmarks/results/prepare_trim.json.
+* ``--compare trim``: the Whisper encoder without the utterances' quiet edges (``features.whisper_trim`` 40 dB)
+  against every sample encoded (0, the default). Writes benchmarks/results/prepare_trim.json.
+* ``--compare depth``: the Whisper encoder run to layer 4 of 6 (``features.ssl_layers`` and ``pooled_layers``
+  ``0-4``: the encoder stops after the highest layer kept) against all layers. Writes
+  benchmarks/results/prepare_depth.json.
 
-    python benchmarks/prepare_speed.py [--compare smile|trim] [--corpus CSV|DIR] [--streams ...] [--rounds 2]
+    python benchmarks/prepare_speed.py [--compare smile|trim|depth] [--corpus CSV|DIR] [--streams ...] [--rounds 2]
 
 Default corpus: RAVDESS from ../shared/data (89 min of audio; the streams of benchmarks/real.py's store).
 Both stores are compared at the end: the functionals must be the same bytes.
@@ -39,6 +42,8 @@ from opensmile_calls import cpu_name  # noqa: E402  (benchmarks/opensmile_calls.
 VARIANTS = {  # name -> (openSMILE's graph kept, feature overrides)
     "smile": {"forked": (True, {}), "per_call": (False, {})},
     "trim": {"trim40": (True, {"whisper_trim": 40.0}), "untrimmed": (True, {"whisper_trim": 0.0})},
+    "depth": {"layers0-4": (True, {"ssl_layers": "0-4", "pooled_layers": "0-4"}),
+              "all_layers": (True, {"ssl_layers": "all", "pooled_layers": "all"})},
 }
 
 

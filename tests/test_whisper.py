@@ -76,6 +76,13 @@ def test_streams_frames_windows_and_padding(encoder):
     some = WhisperEncoderFeatures(layers="4-6", pool_layers="last", precision="float32")
     assert some.dims == {"acoustic": 3 * 512, "pooled": 1024}
     assert np.allclose(some.extract_streams(x)["acoustic"], frames[:, 4 * 512:], atol=1e-5)
+    # lower layers only: the encoder stops after the highest one kept, with the full pass's values
+    low = WhisperEncoderFeatures(layers="0-3", pool_layers="2,4", precision="float32")
+    got = low.extract_streams(x)
+    assert low.depth == 4
+    assert np.allclose(got["acoustic"], frames[:, : 4 * 512], atol=1e-5)
+    assert np.allclose(got["pooled"], out["pooled"][:, np.r_[2048:3072, 4096:5120]], atol=1e-4)
+    assert low._encode([low._log_mel(x, len(x))])[0].shape[1] == 5  # states 0..4, not 0..6
     with pytest.raises(MmferError, match="hidden states 0-6"):
         WhisperEncoderFeatures(layers="7")
 
