@@ -39,6 +39,41 @@ def test_converted_encoder_equals_ctranslate2(encoder):
     assert last.shape == ref.shape and cos.min() >= 0.999
 
 
+def test_plain_torch_encoder_and_log_mel_equal_transformers_to_the_bit(encoder):
+    """features.whisper_net runs the converted folder without transformers: the same hidden states and
+    log-mel as transformers' WhisperEncoder and WhisperFeatureExtractor, bit for bit; extraction then
+    imports no transformers modelling code (seconds per worker)."""
+    import subprocess
+    import sys
+
+    import torch
+    from transformers import WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from mmfer.features import whisper_net
+    from mmfer.features.whisper import converted_encoder, hidden_states
+
+    fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE)
+    assert np.array_equal(fe.mel_filters, whisper_net.mel_filters(80))
+    x = _speechlike(2.3)
+    for length in (len(x), len(x) + 5000):  # the utterance's own length, and padded
+        ref = fe(x, sampling_rate=SAMPLE_RATE, padding="max_length", max_length=length, truncation=True,
+                 return_tensors="np")["input_features"][0]
+        assert np.array_equal(encoder._log_mel(x, length), ref)
+    hf = WhisperEncoder.from_pretrained(str(converted_encoder(encoder.folder, encoder.digest)),
+                                        local_files_only=True, dtype=torch.float32).eval()
+    assert isinstance(encoder.encoder, whisper_net.Encoder)
+    mel = torch.from_numpy(encoder._log_mel(x, len(x)))[None]
+    with torch.inference_mode():
+        ours, theirs = hidden_states(encoder.encoder, mel), hidden_states(hf, mel)
+    assert len(ours) == 7 and all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    code = ("import sys, numpy as np; from mmfer.features.whisper import WhisperEncoderFeatures as W; "
+            "W(precision='float32').extract(np.zeros(16000, np.float32)); "
+            "print(sorted(m for m in sys.modules if m.startswith('transformers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-500:]
+
+
 def test_streams_frames_windows_and_padding(encoder):
     from mmfer.features.whisper import WhisperEncoderFeatures
 

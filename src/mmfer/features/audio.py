@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.1  # shorter than a few analysis windows: no usable frame-level descriptors
@@ -164,6 +163,8 @@ def read_mono(path: Path, info, first: int, frames: int, target_rate: int = SAMP
             if sr == target_rate:
                 out.append(x[s - lo:s - lo + min(block, frames - s)])
                 continue
+            from scipy.signal import resample_poly  # 1-2 s to import: only where a rate differs
+
             y = resample_poly(x, up, down).astype(np.float32)
             a = (s - lo) * up // down
             n = -(-min(block, frames - s) * up // down)
@@ -176,6 +177,8 @@ def _mono(x: np.ndarray, sr: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     """[samples, channels] at ``sr`` -> mono float32 at ``target_rate``, checked."""
     x = x.mean(axis=1)
     if sr != target_rate:
+        from scipy.signal import resample_poly
+
         g = np.gcd(sr, target_rate)
         x = resample_poly(x, target_rate // g, sr // g).astype(np.float32)
     return _checked(x, target_rate)

@@ -153,13 +153,13 @@ class TransformerEncoder(_WordExtractor):
             raise self._unavailable(err) from None
 
     def settings(self) -> dict:
-        import transformers
+        from importlib.metadata import version  # not transformers itself: seconds to import
 
         cfg = Path(self.source) / "config.json"
         digest = hashlib.sha1(cfg.read_bytes()).hexdigest()[:12] if cfg.is_file() else ""
         return {"kind": self.stream, "extractor": self.family, "name": self.name, "source": self.source,
                 "config_sha1": digest,
-                "transformers": transformers.__version__, "pooling": "mean of sub-word pieces per word",
+                "transformers": version("transformers"), "pooling": "mean of sub-word pieces per word",
                 "layer": "last hidden state", "dim": self.dim, "dtype": "float16",
                 **({} if self.layer_idx is None else {"layer": f"mean of hidden states {self.layer_idx}",
                                                       "layers": self.layers})}

@@ -111,13 +111,13 @@ class SSLEncoder:
         return str(features.acoustic).startswith("hf:")
 
     def settings(self) -> dict:
-        import transformers
+        from importlib.metadata import version  # not transformers itself: seconds to import
 
         digest = hashlib.sha1((self.source / "config.json").read_bytes()).hexdigest()[:12]
         weights = sorted(p.name for p in self.source.glob("*.safetensors")) or sorted(
             p.name for p in self.source.glob("*.bin"))
         return {"kind": self.stream, "extractor": self.family, "name": self.name, "source": str(self.source),
-                "config_sha1": digest, "weights": weights, "transformers": transformers.__version__,
+                "config_sha1": digest, "weights": weights, "transformers": version("transformers"),
                 "layers": self.layer_spec, "layer_indices": self.layers, "averaged": self.averaged,
                 "stored_layers": self.n_stored, "layer_dim": self.layer_dim, "pool": self.pool,
                 "sample_rate": SAMPLE_RATE, "hop_seconds": self.hop_seconds, "dim": self.dim, "dtype": "float16"}

@@ -3,8 +3,9 @@
 Whisper-base ships with mmfer for recognition, as CTranslate2's ``model.bin``; CTranslate2's own
 ``encode`` returns only the last layer. So the encoder's named float16 tensors are read straight from
 ``model.bin`` (the layout CTranslate2's writer uses: ``ctranslate2/specs/model_spec.py``, ``_serialize``)
-into a ``transformers`` ``WhisperEncoder``, once, and cached as safetensors beside the joined recogniser
-(``mmfer.weights``). Then all seven hidden states (the embedding and the six layers) are at hand: the
+into a ``transformers`` ``WhisperEncoder`` folder, once, and cached as safetensors beside the joined
+recogniser (``mmfer.weights``). It is run by ``features.whisper_net`` (the same modules and values, without
+importing transformers). Then all seven hidden states (the embedding and the six layers) are at hand: the
 model learns a softmax layer mix over them (``models.nets.LayerMix``), and the GPU path comes with torch.
 
 One pass fills two streams:
@@ -190,14 +191,12 @@ def converted_encoder(source: Path, digest: str, cache: Path | None = None) -> P
 
 
 def load_encoder(folder: Path, device: str = "cpu", precision: str = "float32"):
-    """The converted encoder, in eval mode: float16 on a GPU (float32 when asked), else ``precision``."""
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-    from transformers.utils import logging as hf_logging
+    """The converted encoder, in eval mode: float16 on a GPU (float32 when asked), else ``precision``. Its
+    modules are ``features.whisper_net``'s (transformers' names and values, without importing transformers:
+    seconds saved in every worker and every `mmfer predict`)."""
+    from mmfer.features import whisper_net
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    dtype = encoder_dtype(device, precision)
-    return WhisperEncoder.from_pretrained(str(folder), local_files_only=True, dtype=dtype).eval().to(device)
+    return whisper_net.load(folder, device, encoder_dtype(device, precision))
 
 
 def encoder_dtype(device: str, precision: str):
@@ -388,11 +387,11 @@ class WhisperEncoderFeatures:
 
     def pass_settings(self) -> dict:
         """What the one encoder pass depends on (the same for both streams it fills: ``pass_keys``)."""
-        import transformers
+        from importlib.metadata import version  # not transformers itself: seconds to import
 
         return {"extractor": self.family, "name": self.name, "source": self.source, "model": self.digest,
                 "pad_seconds": self.pad_seconds, "layers": self.layer_spec, "pool_layers": self.pool_spec,
-                "transformers": transformers.__version__, "sample_rate": SAMPLE_RATE, "precision": self.precision,
+                "transformers": version("transformers"), "sample_rate": SAMPLE_RATE, "precision": self.precision,
                 # recorded only when used: stores made before the option keep their folders (and stay reused)
                 **({"trim_db": self.trim_db} if self.trim_db > 0 else {})}
 
@@ -418,9 +417,9 @@ class WhisperEncoderFeatures:
 
     @cached_property
     def mel(self):
-        from transformers import WhisperFeatureExtractor
+        from mmfer.features.whisper_net import LogMel
 
-        return WhisperFeatureExtractor(feature_size=self.n_mels, sampling_rate=SAMPLE_RATE)
+        return LogMel(self.n_mels)
 
     def windows(self, n: int) -> list[tuple[int, int, int]]:
         """(start, end, padded length) in samples of each encoder window of an n-sample signal."""
@@ -434,8 +433,7 @@ class WhisperEncoderFeatures:
 
     def _log_mel(self, x: np.ndarray, length: int) -> np.ndarray:
         """[n_mels, frames] of ``x`` padded with zeros to ``length`` samples (Whisper's log-mel)."""
-        return self.mel(x, sampling_rate=SAMPLE_RATE, padding="max_length", max_length=length,
-                        truncation=True, return_tensors="np")["input_features"][0]
+        return self.mel(x, length)
 
     def _encode(self, mels: list[np.ndarray]) -> list[np.ndarray]:
         """[T, depth + 1, D] float32 hidden states (the embedding and every layer up to ``depth``), contiguous,

@@ -1,0 +1,91 @@
+"""`mmfer prepare` of this checkout against another one (e.g. a git worktree of an earlier commit), in
+alternating rounds on the same corpus and machine: for changes that are code, not settings (those are
+``prepare_speed.py``'s). Each run is a fresh process (``python -m mmfer prepare``, the other checkout's
+``src`` first on PYTHONPATH), so imports and worker start-up count as a user sees them. The stores must
+hold the same bytes when the change is meant to keep the values (checked per stream).
+
+    git worktree add /tmp/mmfer-old <commit>
+    python benchmarks/prepare_versions.py --old /tmp/mmfer-old [--streams acoustic,pooled] [--rounds 3]
+
+Default corpus: RAVDESS from ../shared/data. Writes benchmarks/results/prepare_versions.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RAVDESS = HERE.parents[1] / "shared" / "data" / "ravdess" / "manifest.csv"
+sys.path.insert(0, str(HERE))
+
+from opensmile_calls import cpu_name  # noqa: E402  (benchmarks/opensmile_calls.py)
+
+
+def run(src: Path | None, corpus: Path, store: Path, streams: str) -> float:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    shutil.rmtree(store, ignore_errors=True)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mmfer", "prepare", str(corpus), "--out", str(store), "--streams",
+                    streams, "--allow-outside"], env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return round(time.perf_counter() - t, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--old", type=Path, required=True, help="the other checkout (its src/ is used)")
+    ap.add_argument("--corpus", type=Path, default=RAVDESS)
+    ap.add_argument("--streams", default="acoustic,functionals,pooled")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "prepare_versions.json")
+    args = ap.parse_args()
+    import soundfile as sf
+
+    from mmfer.corpora import read_corpus
+
+    table = read_corpus(args.corpus).table
+    seconds = sum(sf.info(a).duration for a in table["audio"])
+    old_src = (args.old / "src").resolve()
+    commit = subprocess.run(["git", "-C", str(args.old), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    here = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    work = Path(tempfile.mkdtemp(prefix="mmfer-versions-"))
+    runs: dict[str, list[float]] = {"this": [], "old": []}
+    for r in range(args.rounds):
+        for name in ("this", "old") if r % 2 == 0 else ("old", "this"):
+            runs[name].append(run(None if name == "this" else old_src, args.corpus, work / name, args.streams))
+            print(name, runs[name][-1], "s", flush=True)
+    same = {}
+    stores = {n: json.loads((work / n / "store.json").read_text())["features"] for n in runs}
+    for kind, folder in stores["this"].items():
+        other = stores["old"].get(kind)
+        same[kind] = other is not None and np.array_equal(np.load(work / "this" / folder / "data.npy"),
+                                                          np.load(work / "old" / other / "data.npy"))
+    shutil.rmtree(work, ignore_errors=True)
+    mean = {k: float(np.mean(v)) for k, v in runs.items()}
+    result = {"this": here, "old": commit or str(args.old), "machine": cpu_name(), "corpus": str(args.corpus),
+              "utterances": len(table), "audio_seconds": round(seconds, 1), "streams": args.streams.split(","),
+              "seconds": runs, "x_real_time": {k: [round(seconds / s, 1) for s in v] for k, v in runs.items()},
+              "speedup": round(mean["old"] / mean["this"], 3), "same_bytes": same,
+              "date": time.strftime("%Y-%m-%d")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
