@@ -6,6 +6,11 @@ hold the same bytes when the change is meant to keep the values (checked per str
 
     git worktree add /tmp/mmfer-old <commit>
     python benchmarks/prepare_versions.py --old /tmp/mmfer-old [--streams acoustic,pooled] [--rounds 3]
+    python benchmarks/prepare_versions.py --old /tmp/mmfer-old --predict RUN AUDIO [--rounds 4]
+
+``--predict RUN AUDIO`` times ``mmfer predict RUN AUDIO`` instead (one utterance from a fresh process:
+start-up, model and encoder loading, one prediction) and checks that both print the same; writes
+benchmarks/results/predict_versions.json.
 
 Default corpus: RAVDESS from ../shared/data. Writes benchmarks/results/prepare_versions.json.
 """
@@ -44,13 +49,43 @@ def run(src: Path | None, corpus: Path, store: Path, streams: str) -> float:
     return round(time.perf_counter() - t, 1)
 
 
+def predict(src: Path | None, run_dir: str, audio: str) -> tuple[float, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "mmfer", "predict", run_dir, audio], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return round(time.perf_counter() - t, 2), out
+
+
+def compare_predict(args, old_src: Path, here: str, commit: str) -> None:
+    runs: dict[str, list[float]] = {"this": [], "old": []}
+    outputs = {}
+    for r in range(args.rounds):
+        for name in ("this", "old") if r % 2 == 0 else ("old", "this"):
+            s, outputs[name] = predict(None if name == "this" else old_src, *args.predict)
+            runs[name].append(s)
+            print(name, s, "s", flush=True)
+    mean = {k: float(np.mean(v)) for k, v in runs.items()}
+    result = {"this": here, "old": commit, "machine": cpu_name(), "command": ["mmfer", "predict", *args.predict],
+              "seconds": runs, "speedup": round(mean["old"] / mean["this"], 3),
+              "same_output": outputs["this"] == outputs["old"], "date": time.strftime("%Y-%m-%d")}
+    out = args.out or HERE / "results" / "predict_versions.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", type=Path, required=True, help="the other checkout (its src/ is used)")
     ap.add_argument("--corpus", type=Path, default=RAVDESS)
     ap.add_argument("--streams", default="acoustic,functionals,pooled")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "prepare_versions.json")
+    ap.add_argument("--predict", nargs=2, metavar=("RUN", "AUDIO"), help="time `mmfer predict RUN AUDIO` instead")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     import soundfile as sf
 
@@ -63,6 +98,10 @@ def main() -> None:
                             text=True).stdout.strip()
     here = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
+    if args.predict:
+        compare_predict(args, old_src, here, commit or str(args.old))
+        return
+    args.out = args.out or HERE / "results" / "prepare_versions.json"
     work = Path(tempfile.mkdtemp(prefix="mmfer-versions-"))
     runs: dict[str, list[float]] = {"this": [], "old": []}
     for r in range(args.rounds):
