@@ -55,6 +55,8 @@ def test_plain_torch_encoder_and_log_mel_equal_transformers_to_the_bit(encoder):
 
     fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE)
     assert np.array_equal(fe.mel_filters, whisper_net.mel_filters(80))
+    # large-v3's 128 bins (a local whisper:PATH folder)
+    assert np.array_equal(WhisperFeatureExtractor(feature_size=128).mel_filters, whisper_net.mel_filters(128))
     x = _speechlike(2.3)
     for length in (len(x), len(x) + 5000):  # the utterance's own length, and padded
         ref = fe(x, sampling_rate=SAMPLE_RATE, padding="max_length", max_length=length, truncation=True,
