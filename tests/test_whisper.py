@@ -69,6 +69,20 @@ def test_plain_torch_encoder_and_log_mel_equal_transformers_to_the_bit(encoder):
     with torch.inference_mode():
         ours, theirs = hidden_states(encoder.encoder, mel), hidden_states(hf, mel)
     assert len(ours) == 7 and all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    # the fused query/key/value weights are kept without a graph (a copy of the encoder still works) ...
+    fused = encoder.encoder.layers[0].self_attn._mmfer_qkv
+    assert not any(t.requires_grad or t.is_inference() for t in fused)
+    # ... and projections replaced by other callables (benchmarks/int8.py) are each called instead
+    import copy
+
+    swapped = copy.deepcopy(encoder.encoder)
+    for layer in swapped.layers:
+        for name in ("q_proj", "k_proj", "v_proj"):
+            linear = layer.self_attn._modules.pop(name)
+            object.__setattr__(layer.self_attn, name, lambda h, m=linear: m(h))
+    with torch.inference_mode():
+        separate = hidden_states(swapped, mel)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(ours, separate))
     code = ("import sys, numpy as np; from mmfer.features.whisper import WhisperEncoderFeatures as W; "
             "W(precision='float32').extract(np.zeros(16000, np.float32)); "
             "print(sorted(m for m in sys.modules if m.startswith('transformers')))")

@@ -252,7 +252,8 @@ def _qkv(attn):
 
     fused = getattr(attn, "_mmfer_qkv", None)
     if fused is None or fused[0].device != attn.q_proj.weight.device or fused[0].dtype != attn.q_proj.weight.dtype:
-        with torch.no_grad(), torch.inference_mode(False):
+        # ordinary tensors (not inference ones) without a graph, even when called in inference mode
+        with torch.inference_mode(False), torch.no_grad():
             k_bias = attn.k_proj.bias if attn.k_proj.bias is not None else torch.zeros_like(attn.q_proj.bias)
             fused = (torch.cat([attn.q_proj.weight * attn.scaling, attn.k_proj.weight, attn.v_proj.weight]),
                      torch.cat([attn.q_proj.bias * attn.scaling, k_bias, attn.v_proj.bias]))
@@ -270,7 +271,11 @@ def _layer(layer, x, mask=None):
     attn = layer.self_attn
     b, t, d = x.shape
     h = layer.self_attn_layer_norm(x)
-    q, k, v = f.linear(h, *_qkv(attn)).view(b, t, 3, -1, attn.head_dim).permute(2, 0, 3, 1, 4)
+    if all(isinstance(m, torch.nn.Linear) for m in (attn.q_proj, attn.k_proj, attn.v_proj)):
+        q, k, v = f.linear(h, *_qkv(attn)).view(b, t, 3, -1, attn.head_dim).permute(2, 0, 3, 1, 4)
+    else:  # projections replaced by other callables (benchmarks/int8.py's int8 products): each its own call
+        q, k, v = ((p(h) * s).view(b, t, -1, attn.head_dim).transpose(1, 2)
+                   for p, s in ((attn.q_proj, attn.scaling), (attn.k_proj, 1.0), (attn.v_proj, 1.0)))
     o = f.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0).transpose(1, 2).reshape(b, t, d)
     x = x + attn.out_proj(o)
     x = x + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(x))))

@@ -25,7 +25,7 @@ N_FFT, HOP = 400, 160  # Whisper's STFT at 16 kHz: 25 ms windows every 10 ms
 class Attention(nn.Module):
     def __init__(self, d: int, heads: int):
         super().__init__()
-        self.head_dim = d // heads
+        self.num_heads, self.head_dim = heads, d // heads
         self.scaling = self.head_dim ** -0.5
         self.q_proj = nn.Linear(d, d)
         self.k_proj = nn.Linear(d, d, bias=False)
