@@ -36,27 +36,30 @@ sys.path.insert(0, str(HERE))
 from opensmile_calls import cpu_name  # noqa: E402  (benchmarks/opensmile_calls.py)
 
 
+def environment(src: Path | None) -> dict:
+    """This process's environment, with the other checkout's ``src`` first on PYTHONPATH (``None``: this one)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return env if src is None else {**env, "PYTHONPATH": str(src)}
+
+
+def revision(path: Path) -> str:
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+
+
 def run(src: Path | None, corpus: Path, store: Path, streams: str) -> float:
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    if src is not None:
-        env["PYTHONPATH"] = str(src)
     shutil.rmtree(store, ignore_errors=True)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "mmfer", "prepare", str(corpus), "--out", str(store), "--streams",
-                    streams, "--allow-outside"], env=env, check=True, stdout=subprocess.DEVNULL,
+                    streams, "--allow-outside"], env=environment(src), check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return round(time.perf_counter() - t, 1)
 
 
 def predict(src: Path | None, run_dir: str, audio: str) -> tuple[float, str]:
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    if src is not None:
-        env["PYTHONPATH"] = str(src)
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "mmfer", "predict", run_dir, audio], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "mmfer", "predict", run_dir, audio], env=environment(src),
+                         check=True, capture_output=True, text=True).stdout
     return round(time.perf_counter() - t, 2), out
 
 
@@ -87,20 +90,17 @@ def main() -> None:
     ap.add_argument("--predict", nargs=2, metavar=("RUN", "AUDIO"), help="time `mmfer predict RUN AUDIO` instead")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    old_src = (args.old / "src").resolve()
+    commit, here = revision(args.old) or str(args.old), revision(HERE.parent)
+    if args.predict:
+        compare_predict(args, old_src, here, commit)
+        return
     import soundfile as sf
 
     from mmfer.corpora import read_corpus
 
     table = read_corpus(args.corpus).table
     seconds = sum(sf.info(a).duration for a in table["audio"])
-    old_src = (args.old / "src").resolve()
-    commit = subprocess.run(["git", "-C", str(args.old), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    here = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    if args.predict:
-        compare_predict(args, old_src, here, commit or str(args.old))
-        return
     args.out = args.out or HERE / "results" / "prepare_versions.json"
     work = Path(tempfile.mkdtemp(prefix="mmfer-versions-"))
     runs: dict[str, list[float]] = {"this": [], "old": []}
@@ -116,7 +116,7 @@ def main() -> None:
                                                           np.load(work / "old" / other / "data.npy"))
     shutil.rmtree(work, ignore_errors=True)
     mean = {k: float(np.mean(v)) for k, v in runs.items()}
-    result = {"this": here, "old": commit or str(args.old), "machine": cpu_name(), "corpus": str(args.corpus),
+    result = {"this": here, "old": commit, "machine": cpu_name(), "corpus": str(args.corpus),
               "utterances": len(table), "audio_seconds": round(seconds, 1), "streams": args.streams.split(","),
               "seconds": runs, "x_real_time": {k: [round(seconds / s, 1) for s in v] for k, v in runs.items()},
               "speedup": round(mean["old"] / mean["this"], 3), "same_bytes": same,
