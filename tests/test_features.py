@@ -269,6 +269,22 @@ def test_minilm_word_vectors_average_their_pieces():
     assert enc.encode([long])[0].shape == (300, 384)
 
 
+def test_a_local_text_encoder_is_described_without_importing_transformers(tmp_path: Path):
+    """prepare's parent builds every extractor for its settings: a local folder's encoder reads config.json,
+    and transformers (about a second to import) waits for the first words; a broken config is named."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mmfer.features.lexical import make_encoder; e = make_encoder('minilm'); "
+            "s = e.settings(); print(e.dim, s['dim'], 'transformers' in sys.modules); e.tokenizer; "
+            "print('transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["384", "384", "False", "True"]
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(MmferError, match=r"config\.json: not a readable model config"):
+        make_encoder(str(tmp_path))
+
+
 def test_lexical_errors(tmp_path: Path):
     with pytest.raises(MmferError, match="never downloads models at run time"):
         make_encoder("no-such-org/no-such-model")

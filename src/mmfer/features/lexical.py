@@ -5,6 +5,7 @@ through forced alignment, to their times)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -86,6 +87,16 @@ def pool_words(hidden, enc, pieces: list[tuple[int, list[str]]]):
     return torch.bmm(member / member.sum(dim=-1, keepdim=True).clamp(min=1.0), hidden)
 
 
+def _quiet_transformers() -> None:
+    """Offline, without progress bars or warnings of its own (mmfer says what matters)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 class _WordExtractor:
     stream = "lexical"
     input = "words"
@@ -105,28 +116,51 @@ class TransformerEncoder(_WordExtractor):
     wants_gpu = True  # a Ray shard task asks for a GPU when the cluster has one
 
     def __init__(self, source: str | Path, name: str, device: str = "cpu", layers: str = "last"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from transformers import AutoConfig, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        """A local folder's (the bundled encoders', ``--lexical PATH``'s) config.json is read as JSON and its
+        tokenizer loaded on first use. Why: importing transformers takes about a second, and `prepare`'s
+        parent process needs only the settings (its workers encode). A hub id is checked here, in full."""
         self.name = name
         self.source = str(source)
+        self.device = device
+        self.layers = str(layers)
+        config = self._local_config()
+        if config is None:
+            from transformers import AutoConfig
+
+            _quiet_transformers()
+            try:
+                config = AutoConfig.from_pretrained(self.source, local_files_only=True,
+                                                    trust_remote_code=False).to_dict()
+            except (OSError, ValueError) as err:
+                raise self._unavailable(err) from None
+            self.tokenizer  # noqa: B018  (loaded now: a missing or slow tokenizer is refused before any work)
+        self.dim = int(config["hidden_size"])
+        self.layer_idx = layer_choice(self.layers, int(config.get("num_hidden_layers", 0)))
+
+    def _local_config(self) -> dict | None:
+        """config.json of a local model folder when it names the sizes used here, else None."""
+        path = Path(self.source) / "config.json"
         try:
-            self.config = AutoConfig.from_pretrained(self.source, local_files_only=True, trust_remote_code=False)
-            self.tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=True,
-                                                           trust_remote_code=False)
+            config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, ValueError) as err:
+            raise MmferError(f"{path}: not a readable model config ({str(err)[:100]}); restore the model folder "
+                             "or pass another one with --lexical PATH") from None
+        return config if isinstance(config, dict) and isinstance(config.get("hidden_size"), int) else None
+
+    @cached_property
+    def tokenizer(self):
+        """The fast tokenizer (it maps sub-word pieces back to words)."""
+        from transformers import AutoTokenizer
+
+        _quiet_transformers()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError) as err:
             raise self._unavailable(err) from None
-        if not getattr(self.tokenizer, "is_fast", False):
+        if not getattr(tokenizer, "is_fast", False):
             raise MmferError(f"text encoder {self.source!r} needs a fast tokenizer (tokenizer.json) to map "
                              "sub-word pieces back to words")
-        self.device = device
-        self.dim = int(self.config.hidden_size)
-        self.layers = str(layers)
-        self.layer_idx = layer_choice(self.layers, int(getattr(self.config, "num_hidden_layers", 0)))
+        return tokenizer
 
     @classmethod
     def from_settings(cls, settings: dict):
@@ -146,6 +180,7 @@ class TransformerEncoder(_WordExtractor):
         """Loaded on first use: a finished (reused) feature set never needs the weights."""
         from transformers import AutoModel
 
+        _quiet_transformers()
         try:
             return AutoModel.from_pretrained(self.source, local_files_only=True, trust_remote_code=False
                                              ).eval().to(self.device)
