@@ -2,7 +2,9 @@
 alternating rounds on the same corpus and machine: for changes that are code, not settings (those are
 ``prepare_speed.py``'s). Each run is a fresh process (``python -m mmfer prepare``, the other checkout's
 ``src`` first on PYTHONPATH), so imports and worker start-up count as a user sees them. The stores must
-hold the same bytes when the change is meant to keep the values (checked per stream).
+hold the same bytes when the change is meant to keep the values (checked per stream). Each run also records
+the share of the machine's core time that was busy while it ran (``cores_busy``, from /proc/stat): a change
+in how the work is scheduled shows there even when the machine's speed drifts more than the change saves.
 
     git worktree add /tmp/mmfer-old <commit>
     python benchmarks/prepare_versions.py --old /tmp/mmfer-old [--streams acoustic,pooled] [--rounds 3]
@@ -43,17 +45,35 @@ def environment(src: Path | None) -> dict:
 
 
 def revision(path: Path) -> str:
-    return subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+    """The checkout's commit, with '+changes' when its tracked files differ from it."""
+    git = ["git", "-C", str(path)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True).stdout.strip()
+    return f"{head}+changes" if head and changed else head
 
 
-def run(src: Path | None, corpus: Path, store: Path, streams: str) -> float:
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all the machine's cores so far (Linux /proc/stat), or None elsewhere."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def run(src: Path | None, corpus: Path, store: Path, streams: str) -> tuple[float, float | None]:
+    """(seconds, share of the machine's core time that was busy meanwhile): on an otherwise idle machine the
+    share says how much of the cores the run kept working, which drifts far less than the seconds do."""
     shutil.rmtree(store, ignore_errors=True)
-    t = time.perf_counter()
+    before, t = cpu_ticks(), time.perf_counter()
     subprocess.run([sys.executable, "-m", "mmfer", "prepare", str(corpus), "--out", str(store), "--streams",
                     streams, "--allow-outside"], env=environment(src), check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
-    return round(time.perf_counter() - t, 1)
+    seconds, after = round(time.perf_counter() - t, 1), cpu_ticks()
+    busy = None if before is None or after is None else round((after[0] - before[0]) / (after[1] - before[1]), 3)
+    return seconds, busy
 
 
 def predict(src: Path | None, run_dir: str, audio: str) -> tuple[float, str]:
@@ -104,10 +124,13 @@ def main() -> None:
     args.out = args.out or HERE / "results" / "prepare_versions.json"
     work = Path(tempfile.mkdtemp(prefix="mmfer-versions-"))
     runs: dict[str, list[float]] = {"this": [], "old": []}
+    busy: dict[str, list[float | None]] = {"this": [], "old": []}
     for r in range(args.rounds):
         for name in ("this", "old") if r % 2 == 0 else ("old", "this"):
-            runs[name].append(run(None if name == "this" else old_src, args.corpus, work / name, args.streams))
-            print(name, runs[name][-1], "s", flush=True)
+            s, b = run(None if name == "this" else old_src, args.corpus, work / name, args.streams)
+            runs[name].append(s)
+            busy[name].append(b)
+            print(name, s, "s, cores busy", b, flush=True)
     same = {}
     stores = {n: json.loads((work / n / "store.json").read_text())["features"] for n in runs}
     for kind, folder in stores["this"].items():
@@ -119,7 +142,7 @@ def main() -> None:
     result = {"this": here, "old": commit, "machine": cpu_name(), "corpus": str(args.corpus),
               "utterances": len(table), "audio_seconds": round(seconds, 1), "streams": args.streams.split(","),
               "seconds": runs, "x_real_time": {k: [round(seconds / s, 1) for s in v] for k, v in runs.items()},
-              "speedup": round(mean["old"] / mean["this"], 3), "same_bytes": same,
+              "speedup": round(mean["old"] / mean["this"], 3), "cores_busy": busy, "same_bytes": same,
               "date": time.strftime("%Y-%m-%d")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

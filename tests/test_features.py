@@ -114,11 +114,11 @@ def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, mo
     calls = {"n": 0}
     real = prep.extract_shard
 
-    def flaky(*args):
-        calls["n"] += 1
+    def flaky(settings, *args):
+        calls["n"] += "acoustic" in settings
         if calls["n"] == 2:
-            raise KeyboardInterrupt  # the user pressed Ctrl-C during the second shard
-        return real(*args)
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the Whisper pass's second shard
+        return real(settings, *args)
 
     monkeypatch.setattr(prep, "extract_shard", flaky)
     with pytest.raises(KeyboardInterrupt):
@@ -138,6 +138,38 @@ def test_resume_after_interruption_equals_clean_run(prepared, tmp_path: Path, mo
 
 
 real_write = prep.write_shard
+
+
+def test_passes_share_one_map_word_pass_first_in_few_units(prepared, tmp_path: Path, one_thread):
+    """On a CPU the passes go to the executor as one map (a pass's last shards share the workers with the
+    next pass's first), the word pass first and its shards together in one unit; the store is the same."""
+    from mmfer.engine import Serial
+
+    root, clean = prepared
+    calls = []
+
+    class Recording(Serial):
+        def has_gpus(self):
+            return False
+
+        def map(self, fn, jobs, cpus=1, gpus=0):
+            calls.append([[sorted(job[0]) for job in unit] for (unit,) in jobs])
+            return super().map(fn, jobs, cpus, gpus)
+
+    prep.prepare(root, tmp_path / "store", shard_size=2, progress=False, executor=Recording())
+    (units,) = calls
+    n = len(units[0])
+    assert n >= 2 and units[0] == [["lexical"]] * n  # every word shard in the first unit
+    assert [u for unit in units[1:] for u in unit] == [["acoustic", "pooled"]] * n + [["functionals"]] * n
+    assert all(len(unit) == 1 for unit in units[1:])  # audio shards one per unit
+    assert _digest(tmp_path / "store") == _digest(clean)
+
+
+def test_passes_asking_for_other_resources_map_separately():
+    plan = lambda gpu: prep._Pass({}, [], [], [], [], [], gpu, False)  # noqa: E731
+    a, b, c, d = plan(True), plan(False), plan(False), plan(True)
+    assert prep._groups([a, b, c, d]) == [[a], [b, c], [d]]
+    assert prep._groups([b, c]) == [[b, c]]
 
 
 def test_a_merge_that_fails_in_the_background_is_reported_and_resumed(prepared, tmp_path: Path, monkeypatch,

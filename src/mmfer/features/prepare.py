@@ -2,16 +2,17 @@
 
 The work is cut into *shards* (``features.shard_size`` utterances) of one *pass*: one extractor over the
 shard's utterances, filling every stream that extractor computes in one go (the Whisper encoder's frames
-and their statistics). Shards are handed to an executor (``mmfer.engine``: this process, a local process
-pool, or Ray), written as files into each stream's folder as they finish, and merged once the pass is done
-(in a background thread, while the next pass extracts), so an interrupted prepare resumes at the next
-unfinished shard, or at the merge.
+and their statistics). The shards of every pass are handed to an executor (``mmfer.engine``: this process,
+a local process pool, or Ray) in one go where they ask for the same resources, written as files into each
+stream's folder as they finish, and merged once their pass is done (in a background thread, while the
+other passes extract), so an interrupted prepare resumes at the next unfinished shard, or at the merge.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from mmfer.io import read_json, write_json
 from mmfer.streams import stream
 
 WORDS_BATCH = 64
+WORD_SHARDS_PER_JOB = 32  # shards of a word pass per unit of work (see _run)
 HOLD_SECONDS = 600.0  # audio a batching encoder holds at a time (a shard is read in such slices)
 
 
@@ -103,27 +105,27 @@ def prepare_corpus(c: Corpus, out: Path, features: FeatureConfig, strict: bool =
     digest = corpus_digest(c)
     ids = c.table["utt_id"].tolist()
     result = PrepareResult(out, errors=list(errors or []))
-    folders: dict[str, str] = {}
-    done: list = []  # per pass: its reused streams, then the merge of its extracted ones (a future)
-    # a pass's shards are merged into its streams' data.npy in this thread while the next pass extracts: the
-    # merge is mostly disk (the Whisper frames: 1.3 GB per hour of audio), the extraction the cores
+    plans = []
+    for ext, pass_streams in _passes(c, features, digest):
+        if ext.input == "audio" and getattr(ext, "bytes_per_second", None):
+            warn_cost(ext, c, warn)
+        gpu = bool(getattr(ext, "wants_gpu", False)) and executor.has_gpus()
+        plans.append(_plan(out, pass_streams, ids, _inputs(c, ext), features.shard_size, gpu, ext.input == "words"))
+    # a pass's shards are merged into its streams' data.npy in this thread while the other passes extract:
+    # the merge is mostly disk (the Whisper frames: 1.3 GB per hour of audio), the extraction the cores
     with ThreadPoolExecutor(1, thread_name_prefix="mmfer-merge") as merger:
-        for ext, pass_streams in _passes(c, features, digest):
-            if ext.input == "audio" and getattr(ext, "bytes_per_second", None):
-                warn_cost(ext, c, warn)
-            gpu = bool(getattr(ext, "wants_gpu", False)) and executor.has_gpus()
-            got, reused, merge = _run(out, pass_streams, ids, _inputs(c, ext), features.shard_size, progress,
-                                      executor, gpu)
-            folders.update(got)
-            done.append((reused, merger.submit(merge) if merge is not None else None))
-        for reused, merged in done:
-            result.reused += [kind for kind, *_ in reused]
-            for kind, utterances, errs in reused + (merged.result() if merged is not None else []):
+        merges: dict[int, object] = {}
+        for group in _groups(plans):
+            _run(group, executor, progress, lambda p: merges.__setitem__(id(p), merger.submit(p.merge)))
+        for p in plans:
+            result.reused += [kind for kind, *_ in p.reused]
+            merged = merges[id(p)].result() if id(p) in merges else []
+            for kind, utterances, errs in p.reused + merged:
                 result.extracted[kind] = utterances
                 result.errors += errs
     write_errors(out / "errors.csv", result.errors)
     write_json(out / "store.json", {"store_version": STORE_VERSION, "corpus": c.meta(), "corpus_digest": digest,
-                                    "features": folders})
+                                    "features": {k: v for p in plans for k, v in p.folders.items()}})
     failed = {e[0] for e in result.errors}
     if all(u in failed for u in ids):
         raise MmferError(f"no utterance could be extracted; see {out / 'errors.csv'}")
@@ -175,11 +177,41 @@ def warn_cost(ext, c: Corpus, warn) -> None:
          "the store; --layers takes less")
 
 
-def _run(out: Path, streams: list[tuple[str, dict]], ids: list[str], inputs: dict, shard_size: int,
-         progress: bool, executor: Executor, gpu: bool):
-    """One pass into its streams' folders, shard by shard, skipping finished streams and shards. Returns
-    ({stream: folder name}, [(stream, utterances, errors)] of the streams already finished, and a function
-    that merges the new shards and returns the same for the extracted streams, or None)."""
+@dataclass
+class _Pass:
+    """One pass's share of a prepare: its streams' folders, the streams already finished, and the shards
+    still to extract (``todo``: shard numbers; ``jobs``: :func:`extract_shard`'s arguments for each)."""
+
+    folders: dict[str, str]
+    reused: list[tuple[str, int, list]]
+    streams: list[tuple[str, dict, Path]]  # (stream, settings, folder) of the streams to extract
+    chunks: list[list[str]]
+    todo: list[int]
+    jobs: list[tuple]
+    gpu: bool
+    words: bool
+
+    def finish(self, j: int, got) -> None:
+        """Shard ``todo[j]`` came back: write its files if the worker sent the arrays, check they exist."""
+        k = self.todo[j]
+        if got is not None:  # the worker sent the arrays back: this process writes the shard files
+            arrays, errors = got
+            for kind, settings, f in self.streams:
+                write_shard(shard_path(f, k), self.chunks[k], arrays[kind], errors, settings["dtype"])
+        for *_, f in self.streams:
+            if not shard_path(f, k).is_file():
+                raise MmferError(f"{shard_path(f, k)}: a worker wrote this shard where this machine cannot see it; "
+                                 "put the store on storage every node sees, or pass --ray-transfer")
+
+    def merge(self) -> list[tuple[str, int, list]]:
+        """Every shard into each extracted stream's data.npy: [(stream, utterances, errors)]."""
+        return [(kind, finalize(f, len(self.chunks), s)["utterances"], _read_errors(f / "errors.csv"))
+                for kind, s, f in self.streams]
+
+
+def _plan(out: Path, streams: list[tuple[str, dict]], ids: list[str], inputs: dict, shard_size: int, gpu: bool,
+          words: bool) -> _Pass:
+    """One pass's folders and shards, skipping finished streams and shards (a resumed prepare)."""
     folders, todo_streams, reused = {}, [], []
     for kind, settings in streams:
         folder = out / feature_dir_name(settings)
@@ -190,38 +222,83 @@ def _run(out: Path, streams: list[tuple[str, dict]], ids: list[str], inputs: dic
             reused.append((kind, read_json(folder / "meta.json")["utterances"], _read_errors(folder / "errors.csv")))
         else:
             todo_streams.append((kind, settings, folder))
-    if not todo_streams:
-        return folders, reused, None
     chunks = [ids[i:i + shard_size] for i in range(0, len(ids), shard_size)]
     todo = [k for k in range(len(chunks)) if not all(shard_path(f, k).is_file() for *_, f in todo_streams)]
-    settings = {kind: s for kind, s, _ in todo_streams}
-    first = next(iter(settings.values()))
-    done_utts = len(ids) - sum(len(chunks[k]) for k in todo)
-    bar = tqdm(total=len(ids), initial=done_utts, desc=f"{'+'.join(settings)} ({first['name']})", unit="utt",
-               disable=not progress)
     for *_, f in todo_streams:
         f.joinpath("parts").mkdir(parents=True, exist_ok=True)
-    write_here = executor.shared_storage
+    settings = {kind: s for kind, s, _ in todo_streams}
     jobs = [(settings, chunks[k], [inputs[u] for u in chunks[k]],
-             {kind: str(shard_path(f, k)) for kind, _, f in todo_streams} if write_here else None) for k in todo]
-    for i, got in executor.map(extract_shard, jobs, cpus=1, gpus=1 if gpu else 0):
-        k = todo[i]
-        if got is not None:  # the worker sent the arrays back: this process writes the shard files
-            arrays, errors = got
-            for kind, _, f in todo_streams:
-                write_shard(shard_path(f, k), chunks[k], arrays[kind], errors, settings[kind]["dtype"])
-        for *_, f in todo_streams:
-            if not shard_path(f, k).is_file():
-                raise MmferError(f"{shard_path(f, k)}: a worker wrote this shard where this machine cannot see it; "
-                                 "put the store on storage every node sees, or pass --ray-transfer")
-        bar.update(len(chunks[k]))
-    bar.close()
+             {kind: str(shard_path(f, k)) for kind, _, f in todo_streams}) for k in todo] if todo_streams else []
+    return _Pass(folders, reused, todo_streams, chunks, todo if todo_streams else [], jobs, gpu, words)
 
-    def merge() -> list[tuple[str, int, list]]:
-        return [(kind, finalize(f, len(chunks), s)["utterances"], _read_errors(f / "errors.csv"))
-                for kind, s, f in todo_streams]
 
-    return folders, reused, merge
+def _groups(plans: list[_Pass]) -> list[list[_Pass]]:
+    """Consecutive passes that ask the executor for the same resources (a GPU or not) run as one group."""
+    groups: list[list[_Pass]] = []
+    for p in plans:
+        if groups and groups[-1][0].gpu == p.gpu:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def _run(group: list[_Pass], executor: Executor, progress: bool, merge) -> None:
+    """The shards of a group of passes through one ``executor.map``, so that one pass's last shards share the
+    workers with the next pass's first ones instead of leaving cores idle, and a local pool's workers start
+    once. A word pass goes first, as few units of work (``WORD_SHARDS_PER_JOB`` shards each): its encoder
+    takes seconds to load and little to run (MiniLM on the sample corpus: 3.3 s to load in a worker, 0.3 s a
+    shard), so one worker loads it while the others start on the audio. ``merge(pass)`` is called as each
+    pass with streams to extract has all its shards."""
+    units: list[tuple[_Pass, list[int]]] = []  # (pass, positions in its todo) per unit of work
+    for p in sorted(group, key=lambda p: not p.words):  # stable: the audio passes keep the config's order
+        per = WORD_SHARDS_PER_JOB if p.words else 1
+        units += [(p, list(range(a, min(a + per, len(p.todo))))) for a in range(0, len(p.todo), per)]
+    write_here = executor.shared_storage
+    jobs = [([p.jobs[j] if write_here else (*p.jobs[j][:3], None) for j in js],) for p, js in units]
+    active = [p for p in group if p.streams]
+    left = {id(p): len(p.todo) for p in active}
+    first = {}  # the index of each pass's first unit
+    for u, (p, _) in enumerate(units):
+        first.setdefault(id(p), u)
+    bars: dict[int, tqdm] = {}
+    slots, begun, finished_at = max(1, executor.cpus()), time.time(), []
+
+    def bar(p: _Pass) -> tqdm:
+        """The pass's progress bar, shown from its first finished unit on and timed from when that unit could
+        start: units start in order as workers free up (unit u with the (u - workers + 1)-th finished one), so
+        the rate and the time left do not count the time the pass waited for the workers."""
+        if id(p) not in bars:
+            total = sum(map(len, p.chunks))
+            b = tqdm(total=total, initial=total - sum(len(p.chunks[k]) for k in p.todo), unit="utt",
+                     desc=f"{'+'.join(s for s, *_ in p.streams)} ({p.streams[0][1]['name']})", disable=not progress)
+            u = first[id(p)]
+            b.start_t = b.last_print_t = begun if u < slots else finished_at[u - slots]
+            bars[id(p)] = b
+        return bars[id(p)]
+
+    def finished(p: _Pass) -> None:
+        if id(p) in bars:
+            bars[id(p)].close()
+        merge(p)
+
+    for p in active:
+        if not left[id(p)]:
+            finished(p)
+    for i, results in executor.map(extract_shards, jobs, cpus=1, gpus=1 if group[0].gpu else 0):
+        finished_at.append(time.time())
+        p, js = units[i]
+        for j, got in zip(js, results):
+            p.finish(j, got)
+        bar(p).update(sum(len(p.chunks[p.todo[j]]) for j in js))
+        left[id(p)] -= len(js)
+        if not left[id(p)]:
+            finished(p)
+
+
+def extract_shards(jobs: list[tuple]) -> list:
+    """:func:`extract_shard` for each job of one unit of work (several shards of a word pass, or one)."""
+    return [extract_shard(*job) for job in jobs]
 
 
 def extract_shard(settings: dict[str, dict], ids: list[str], inputs: list, paths: dict[str, str] | None):
