@@ -114,12 +114,12 @@ def prepare_corpus(c: Corpus, out: Path, features: FeatureConfig, strict: bool =
     # a pass's shards are merged into its streams' data.npy in this thread while the other passes extract:
     # the merge is mostly disk (the Whisper frames: 1.3 GB per hour of audio), the extraction the cores
     with ThreadPoolExecutor(1, thread_name_prefix="mmfer-merge") as merger:
-        merges: dict[int, object] = {}
+        merges = {}
         for group in _groups(plans):
-            _run(group, executor, progress, lambda p: merges.__setitem__(id(p), merger.submit(p.merge)))
+            _run(group, executor, progress, lambda p: merges.__setitem__(p, merger.submit(p.merge)))
         for p in plans:
             result.reused += [kind for kind, *_ in p.reused]
-            merged = merges[id(p)].result() if id(p) in merges else []
+            merged = merges[p].result() if p in merges else []
             for kind, utterances, errs in p.reused + merged:
                 result.extracted[kind] = utterances
                 result.errors += errs
@@ -177,7 +177,7 @@ def warn_cost(ext, c: Corpus, warn) -> None:
          "the store; --layers takes less")
 
 
-@dataclass
+@dataclass(eq=False)  # hashed and compared by identity: a key of the prepare's bookkeeping
 class _Pass:
     """One pass's share of a prepare: its streams' folders, the streams already finished, and the shards
     still to extract (``todo``: shard numbers; ``jobs``: :func:`extract_shard`'s arguments for each)."""
@@ -224,12 +224,13 @@ def _plan(out: Path, streams: list[tuple[str, dict]], ids: list[str], inputs: di
             todo_streams.append((kind, settings, folder))
     chunks = [ids[i:i + shard_size] for i in range(0, len(ids), shard_size)]
     todo = [k for k in range(len(chunks)) if not all(shard_path(f, k).is_file() for *_, f in todo_streams)]
+    # (no stream to extract: every shard counts as there, so nothing is to do)
     for *_, f in todo_streams:
         f.joinpath("parts").mkdir(parents=True, exist_ok=True)
     settings = {kind: s for kind, s, _ in todo_streams}
     jobs = [(settings, chunks[k], [inputs[u] for u in chunks[k]],
-             {kind: str(shard_path(f, k)) for kind, _, f in todo_streams}) for k in todo] if todo_streams else []
-    return _Pass(folders, reused, todo_streams, chunks, todo if todo_streams else [], jobs, gpu, words)
+             {kind: str(shard_path(f, k)) for kind, _, f in todo_streams}) for k in todo]
+    return _Pass(folders, reused, todo_streams, chunks, todo, jobs, gpu, words)
 
 
 def _groups(plans: list[_Pass]) -> list[list[_Pass]]:
@@ -257,33 +258,33 @@ def _run(group: list[_Pass], executor: Executor, progress: bool, merge) -> None:
     write_here = executor.shared_storage
     jobs = [([p.jobs[j] if write_here else (*p.jobs[j][:3], None) for j in js],) for p, js in units]
     active = [p for p in group if p.streams]
-    left = {id(p): len(p.todo) for p in active}
+    left = {p: len(p.todo) for p in active}
     first = {}  # the index of each pass's first unit
     for u, (p, _) in enumerate(units):
-        first.setdefault(id(p), u)
-    bars: dict[int, tqdm] = {}
+        first.setdefault(p, u)
+    bars: dict[_Pass, tqdm] = {}
     slots, begun, finished_at = max(1, executor.cpus()), time.time(), []
 
     def bar(p: _Pass) -> tqdm:
         """The pass's progress bar, shown from its first finished unit on and timed from when that unit could
         start: units start in order as workers free up (unit u with the (u - workers + 1)-th finished one), so
         the rate and the time left do not count the time the pass waited for the workers."""
-        if id(p) not in bars:
+        if p not in bars:
             total = sum(map(len, p.chunks))
             b = tqdm(total=total, initial=total - sum(len(p.chunks[k]) for k in p.todo), unit="utt",
                      desc=f"{'+'.join(s for s, *_ in p.streams)} ({p.streams[0][1]['name']})", disable=not progress)
-            u = first[id(p)]
+            u = first[p]
             b.start_t = b.last_print_t = begun if u < slots else finished_at[u - slots]
-            bars[id(p)] = b
-        return bars[id(p)]
+            bars[p] = b
+        return bars[p]
 
     def finished(p: _Pass) -> None:
-        if id(p) in bars:
-            bars[id(p)].close()
+        if p in bars:
+            bars[p].close()
         merge(p)
 
     for p in active:
-        if not left[id(p)]:
+        if not left[p]:
             finished(p)
     for i, results in executor.map(extract_shards, jobs, cpus=1, gpus=1 if group[0].gpu else 0):
         finished_at.append(time.time())
@@ -291,8 +292,8 @@ def _run(group: list[_Pass], executor: Executor, progress: bool, merge) -> None:
         for j, got in zip(js, results):
             p.finish(j, got)
         bar(p).update(sum(len(p.chunks[p.todo[j]]) for j in js))
-        left[id(p)] -= len(js)
-        if not left[id(p)]:
+        left[p] -= len(js)
+        if not left[p]:
             finished(p)
 
 
